@@ -1,0 +1,50 @@
+"""Records and errors shared by every corpus parser.
+
+A parser reads a corpus in the layout it was distributed in and returns `Utterance` records. It maps
+raw labels to the task's label set and never splits: folds are the protocol engine's job
+(`downstream_tasks.protocol`). Surprises raise `CorpusError`, whose message names the offending file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+
+class CorpusError(ValueError):
+    """A corpus does not look the way its documentation says: wrong layout, unknown label, bad name."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class Utterance:
+    """One labelled audio segment.
+
+    `id` is corpus-prefixed (e.g. ``cafe-01-C-1-1``) so ids from different corpora never collide.
+    `label` is the task label (a class name), or None for regression tasks whose targets live in
+    `extra` (e.g. ``{"valence": 3.5, "arousal": 2.0, "dominance": 3.0}``). `extra` also carries
+    corpus-specific facts the protocol needs (session, official split, segment offsets, ...).
+    """
+
+    id: str
+    path: Path
+    speaker: str
+    label: Optional[str]
+    corpus: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def iter_files(root: Path, pattern: str) -> Iterator[Path]:
+    """Recursive glob that skips hidden names (macOS ``._*`` copies, ``.DS_Store``) in any path part."""
+    root = Path(root)
+    for path in sorted(root.rglob(pattern)):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file():
+            yield path
