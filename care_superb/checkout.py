@@ -1,0 +1,91 @@
+"""Register CARE and this project's tasks into a user's own s3prl source checkout.
+
+For an existing SUPERB set-up, where people run `cd s3prl/s3prl && python run_downstream.py ...`.
+The files written are thin shims that import this installed package, so the checkout stays a plain
+s3prl tree plus a few small files; running the command again changes nothing.
+
+Written into `<checkout>/s3prl/`:
+- `upstream/care/{__init__.py,hubconf.py}` and one line appended to `hub.py`;
+- `downstream/<task>/{__init__.py,expert.py,config.yaml}` for each task of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+from care_superb.s3prl_registry import TASKS_DIR, project_tasks
+
+HUB_LINE = "from s3prl.upstream.care.hubconf import *  # added by care-superb register-s3prl"
+SHIM_HEADER = "# Written by `care-superb register-s3prl`: the code lives in the installed care-superb package.\n"
+
+
+def find_package_dir(checkout: Path) -> Path:
+    """The `s3prl` package folder inside a checkout (accepts the repo root or the package folder itself)."""
+    checkout = Path(checkout).expanduser().resolve()
+    for candidate in (checkout / "s3prl", checkout):
+        if (candidate / "hub.py").is_file() and (candidate / "downstream").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"{checkout}: not an s3prl checkout (expected s3prl/hub.py and s3prl/downstream/ under it)"
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def register_checkout(checkout: Path, tasks: Optional[List[str]] = None) -> List[Path]:
+    """Write the shims into `checkout`; returns the files written or changed."""
+    pkg = find_package_dir(checkout)
+    written: List[Path] = []
+
+    upstream = pkg / "upstream" / "care"
+    _write(upstream / "__init__.py", SHIM_HEADER)
+    _write(
+        upstream / "hubconf.py",
+        SHIM_HEADER
+        + "from care_superb.s3prl_registry import allow_s3prl_checkpoints as _allow\n"
+        + "from care_upstream.hubconf import *  # noqa: F401,F403\n\n"
+        + "_allow()  # s3prl's resume/evaluate torch.load needs argparse.Namespace allow-listed under torch>=2.6\n",
+    )
+    written += [upstream / "__init__.py", upstream / "hubconf.py"]
+
+    hub = pkg / "hub.py"
+    hub_text = hub.read_text()
+    if HUB_LINE not in hub_text:
+        _write(hub, hub_text.rstrip("\n") + "\n" + HUB_LINE + "\n")
+        written.append(hub)
+
+    for task in tasks or project_tasks():
+        source = TASKS_DIR / task / "config.yaml"
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no such task in care-superb ({', '.join(project_tasks())})")
+        target = pkg / "downstream" / task
+        _write(target / "__init__.py", SHIM_HEADER)
+        _write(target / "expert.py", SHIM_HEADER + "from downstream_tasks.expert import DownstreamExpert  # noqa: F401\n")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target / "config.yaml")
+        written += [target / "__init__.py", target / "expert.py", target / "config.yaml"]
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="care-superb register-s3prl",
+        description="Register the CARE upstreams (-u care, care_acoustic, care_semantic) and this project's "
+        "tasks (-d emotion_cafe, ...) into your own s3prl checkout. Afterwards: "
+        "cd <checkout>/s3prl && python run_downstream.py -m train -u care -k <ckpt> -d emotion_cafe -n exp",
+    )
+    parser.add_argument("checkout", type=Path, help="s3prl repository root (or its s3prl/ package folder)")
+    parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all)")
+    args = parser.parse_args(argv)
+    written = register_checkout(args.checkout, args.tasks)
+    pkg = find_package_dir(args.checkout)
+    print(f"registered CARE and {len(args.tasks or project_tasks())} tasks in {pkg} ({len(written)} files written)")
+    print(f"next: cd {pkg} && python run_downstream.py -m train -u care -k <ckpt> -d emotion_cafe -n exp1")
