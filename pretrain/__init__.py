@@ -1,0 +1,1 @@
+"""CARE pre-training: teacher targets (`pretrain.targets`), data, trainer and export (SPEC §3)."""
