@@ -1,0 +1,92 @@
+"""WavLM convolutional front end, made exact for zero-padded batches.
+
+The modules are Hugging Face's own (so teacher weights load by name); only the way they are
+called differs from ``WavLMModel``: WavLM-base normalises its first conv layer with a GroupNorm
+over *time*, which in a padded batch would include the padding. Here that norm is computed over
+each utterance's valid samples only, and padded frames are zeroed before the positional conv, so
+each utterance gets what it would get alone.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.models.wavlm.modeling_wavlm import (
+    WavLMFeatureEncoder,
+    WavLMFeatureProjection,
+    WavLMPositionalConvEmbedding,
+)
+
+
+def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, max_len) bool, True where the frame is valid."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def conv_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Output lengths of an unpadded strided conv: floor((L - k) / s) + 1, clamped at 0."""
+    return torch.clamp(torch.div(lengths - kernel, stride, rounding_mode="floor") + 1, min=0)
+
+
+def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` with the statistics taken over valid time steps only.
+
+    x: (B, C, T); valid: (B, T) bool. Uses ``norm``'s own groups, eps and affine parameters, so
+    an unpadded utterance gives exactly ``norm(x)`` (up to float rounding).
+    """
+    b, c, t = x.shape
+    g = norm.num_groups
+    xg = x.reshape(b, g, c // g, t)
+    m = valid[:, None, None, :].to(x.dtype)
+    count = m.sum(dim=(2, 3), keepdim=True) * (c // g)
+    mean = (xg * m).sum(dim=(2, 3), keepdim=True) / count
+    var = (((xg - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    y = ((xg - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)
+    if norm.affine:
+        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
+    return y
+
+
+class FrontEnd(nn.Module):
+    """Conv feature encoder + feature projection + positional conv + encoder LayerNorm.
+
+    Output = WavLM's encoder input, i.e. HF ``hidden_states[0]`` (SPEC §2 layer 0).
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.conv_layers = WavLMFeatureEncoder(config).conv_layers
+        self.feature_projection = WavLMFeatureProjection(config)
+        self.pos_conv_embed = WavLMPositionalConvEmbedding(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+        """wavs (B, N) zero-padded; lengths (B,) samples or None when no utterance is padded.
+
+        Returns (features (B, T, hidden), frame_lengths (B,) or None).
+        """
+        x = wavs[:, None, :]
+        for layer in self.conv_layers:
+            conv = layer.conv
+            norm = getattr(layer, "layer_norm", None)
+            if lengths is not None:
+                lengths = conv_lengths(lengths, conv.kernel_size[0], conv.stride[0])
+            if lengths is not None and isinstance(norm, nn.GroupNorm):
+                x = conv(x)
+                x = masked_group_norm(x, norm, frame_mask(lengths, x.shape[-1]))
+                x = layer.activation(x)
+            else:
+                # LayerNorm over channels and plain convs are per-frame: padding cannot leak into
+                # valid frames, whose receptive fields end before the utterance does.
+                x = layer(x)
+        x = x.transpose(1, 2)
+        x = self.feature_projection(x)[0]
+        if lengths is not None:
+            x = x * frame_mask(lengths, x.shape[1])[..., None].to(x.dtype)
+        x = x + self.pos_conv_embed(x)
+        x = self.layer_norm(x)
+        x = self.dropout(x)
+        return x, lengths
