@@ -1,0 +1,230 @@
+"""What a sweep cell is, where it lives on disk, and the `results.json` it leaves behind.
+
+A cell is one probe training: (task, fold, seed, upstream). Its folder is
+``<out>/<task>/<upstream key>/<fold>/seed<seed>/`` and it is *finished* exactly when a valid
+``results.json`` with ``status == "done"`` sits there. Everything the table needs (metrics, layer
+weights, config, seed, software versions) is in that file, so ``care-superb table runs/`` can rebuild
+the table from the folder alone, and a sweep that was killed resumes by skipping finished cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+
+RESULTS_NAME = "results.json"
+PLAN_NAME = "sweep.json"
+SCHEMA_VERSION = 1
+
+# Column labels of the paper's Table II for the upstreams it compares; anything else keeps its key.
+KNOWN_LABELS = {
+    "care": "CARE", "care_acoustic": "CARE (acoustic+common)", "care_semantic": "CARE (semantic+common)",
+    "wavlm": "WavLM-base", "wavlm_base": "WavLM-base", "wavlm_base_plus": "WavLM-base+",
+    "hubert": "HuBERT-base", "hubert_base": "HuBERT-base",
+}
+
+
+class ResultsError(ValueError):
+    """A `results.json` that cannot be trusted: unreadable, wrong schema, or missing fields."""
+
+    def __init__(self, path: os.PathLike, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash: a checkpoint or audio file is identified by its bytes, not its name or mtime."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: os.PathLike) -> str:
+    """Hash of a file, or of a folder's files (names and bytes, sorted): CARE checkpoints are folders."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: checkpoint not found")
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """An upstream as the command line names it: ``<hub name>[:<checkpoint>]``.
+
+    ``care:/ckpt/dir`` is s3prl's ``-u care -k /ckpt/dir``; ``wavlm`` is ``-u wavlm`` (s3prl downloads
+    its weights). `key` names folders and table columns; it includes a short checkpoint hash when a
+    checkpoint is given, so two CARE checkpoints never share cells or cache entries.
+    """
+
+    hub: str
+    ckpt: Optional[str] = None
+    ckpt_sha256: Optional[str] = None
+    label: str = ""
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str, *, hash_ckpt: bool = True) -> "UpstreamSpec":
+        hub, _, ckpt = text.partition(":")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", hub or ""):
+            raise ValueError(f"upstream {text!r}: expected <s3prl hub name>[:<checkpoint>]")
+        ckpt_path = ckpt or None
+        digest = None
+        if ckpt_path is not None:
+            if not Path(ckpt_path).exists():
+                raise ValueError(f"upstream {text!r}: checkpoint {ckpt_path} does not exist")
+            ckpt_path = str(Path(ckpt_path).resolve())
+            digest = sha256_path(ckpt_path) if hash_ckpt else None
+        key = hub if digest is None else f"{hub}-{digest[:10]}"
+        return cls(hub=hub, ckpt=ckpt_path, ckpt_sha256=digest, label=KNOWN_LABELS.get(hub, hub), key=key)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    fold: str
+    seed: int
+    upstream: UpstreamSpec
+
+    def dir(self, out: os.PathLike) -> Path:
+        return Path(out) / self.task / self.upstream.key / self.fold / f"seed{self.seed}"
+
+    def results_path(self, out: os.PathLike) -> Path:
+        return self.dir(out) / RESULTS_NAME
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.upstream.key}/{self.fold}/seed{self.seed}"
+
+
+def expand_cells(tasks: Sequence[str], folds: Mapping[str, Sequence[str]], seeds: Sequence[int],
+                 upstreams: Sequence[UpstreamSpec]) -> List[Cell]:
+    """All cells, ordered upstream-major so that one upstream's cache is used while it is warm."""
+    return [Cell(t, f, s, u) for u in upstreams for t in tasks for f in folds[t] for s in seeds]
+
+
+def software_versions() -> Dict[str, str]:
+    """Versions that change numbers: stored in every results.json so a table can be audited later."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "torchaudio", "s3prl", "numpy", "sklearn", "transformers"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # an absent optional package is recorded, not fatal
+            versions[mod] = "absent"
+    try:
+        root = Path(__file__).resolve().parent.parent
+        versions["git_commit"] = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        ).stdout.strip() or "unknown"
+    except Exception:
+        versions["git_commit"] = "unknown"
+    return versions
+
+
+def write_json_atomic(path: os.PathLike, data: Any) -> None:
+    """tmp + fsync + os.replace: a kill never leaves a half-written results.json that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+REQUIRED_FIELDS = ("schema", "status", "task", "fold", "seed", "upstream", "metrics", "config", "versions")
+
+
+def validate_results(data: Any, path: os.PathLike) -> Dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ResultsError(path, "not a JSON object")
+    missing = [k for k in REQUIRED_FIELDS if k not in data]
+    if missing:
+        raise ResultsError(path, f"missing field(s) {missing}")
+    if data["schema"] != SCHEMA_VERSION:
+        raise ResultsError(path, f"schema {data['schema']!r}, this code reads {SCHEMA_VERSION}")
+    if data["status"] == "done":
+        test = data["metrics"].get("test") if isinstance(data["metrics"], dict) else None
+        if not isinstance(test, dict) or not test:
+            raise ResultsError(path, "status is done but metrics.test is empty")
+        for name, value in test.items():
+            if not isinstance(value, (int, float)) or value != value:  # NaN never makes it into a table
+                raise ResultsError(path, f"metrics.test.{name} is {value!r}, not a number")
+    if not isinstance(data["upstream"], dict) or "key" not in data["upstream"]:
+        raise ResultsError(path, "upstream must be an object with a key")
+    return data
+
+
+def read_results(path: os.PathLike) -> Dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ResultsError(path, f"invalid JSON ({e})") from None
+    return validate_results(data, path)
+
+
+def is_done(cell: Cell, out: os.PathLike, config_hash: Optional[str] = None) -> bool:
+    """Finished with a trustworthy result (and, if given, the same probe config)."""
+    path = cell.results_path(out)
+    if not path.is_file():
+        return False
+    try:
+        data = read_results(path)
+    except ResultsError:
+        return False
+    if data["status"] != "done":
+        return False
+    return config_hash is None or data.get("config_hash") == config_hash
+
+
+def iter_results(out: os.PathLike) -> Iterator[tuple]:
+    """(path, data or ResultsError) for every results.json under `out`, sorted for stable tables."""
+    for path in sorted(Path(out).rglob(RESULTS_NAME)):
+        try:
+            yield path, read_results(path)
+        except ResultsError as e:
+            yield path, e
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_text_atomic(path: os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
