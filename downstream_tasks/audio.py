@@ -1,0 +1,96 @@
+"""Load any corpus audio the same way: mono, 16 kHz, cropped to 30 s, padded to 1 s (SPEC §4).
+
+Bad files raise `AudioError` (a ValueError naming the file and the problem) so `prepare` can skip
+and list them instead of letting a NaN reach a training batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used: unreadable, empty, or with non-finite samples."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    sample_rate: int = SAMPLE_RATE
+    max_seconds: Optional[float] = 30.0
+    min_seconds: Optional[float] = 1.0
+
+
+def _read(path: Path, start: Optional[float], end: Optional[float]) -> Tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the file's rate; soundfile first, torchaudio for the rest."""
+    try:
+        info = sf.info(str(path))
+        sr = info.samplerate
+        first = int(round(start * sr)) if start else 0
+        last = int(round(end * sr)) if end is not None else -1
+        data, sr = sf.read(str(path), start=first, stop=None if last < 0 else last,
+                           dtype="float32", always_2d=True)
+        return data, sr
+    except Exception as sf_error:  # formats libsndfile does not know (mp4, ...)
+        try:
+            wav, sr = torchaudio.load(str(path))
+        except Exception as ta_error:
+            raise AudioError(path, f"unreadable ({sf_error}; {ta_error})") from None
+        data = wav.T.numpy()
+        first = int(round(start * sr)) if start else 0
+        last = int(round(end * sr)) if end is not None else len(data)
+        return data[first:last], sr
+
+
+def load_audio(path, cfg: AudioConfig = AudioConfig(), start: Optional[float] = None,
+               end: Optional[float] = None, crop_pad: bool = True) -> torch.Tensor:
+    """1-D float32 tensor at `cfg.sample_rate`; `start`/`end` (seconds) select a segment.
+
+    Cropping keeps the first `max_seconds` (deterministic, as s3prl's stock tasks do); padding
+    appends zeros. `crop_pad=False` returns the resampled signal untouched (used to measure).
+    """
+    path = Path(path)
+    data, sr = _read(path, start, end)
+    if data.size == 0:
+        raise AudioError(path, "no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
+    if sr != cfg.sample_rate:
+        wav = torchaudio.functional.resample(wav, sr, cfg.sample_rate)
+    if crop_pad:
+        wav = crop_or_pad(wav, cfg)
+    return wav
+
+
+def crop_or_pad(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Tensor:
+    if cfg.max_seconds is not None:
+        wav = wav[: int(cfg.max_seconds * cfg.sample_rate)]
+    if cfg.min_seconds is not None:
+        need = int(cfg.min_seconds * cfg.sample_rate) - wav.numel()
+        if need > 0:
+            wav = torch.nn.functional.pad(wav, (0, need))
+    return wav
+
+
+def probe_audio(path, start: Optional[float] = None, end: Optional[float] = None) -> float:
+    """Check a file fully (readable, non-empty, finite) and return its duration in seconds."""
+    path = Path(path)
+    data, sr = _read(path, start, end)
+    if data.size == 0:
+        raise AudioError(path, "no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "NaN or infinite samples")
+    return len(data) / float(sr)

@@ -1,0 +1,130 @@
+"""The manifest: one CSV per task folder, one row per utterance, one column per fold.
+
+Format (``<out>/manifest.csv``, UTF-8, header row)::
+
+    id,path,speaker,label,duration,start,end[,<target>...],fold1,...,foldK
+
+* ``path`` is absolute (the raw corpus is never copied); ``duration`` is the file's (or segment's)
+  length in seconds before cropping/padding; ``start``/``end`` select a segment in seconds and
+  are empty for whole files; ``label`` is empty for regression tasks, whose targets get one
+  column each (e.g. ``valence,arousal,dominance``).
+* ``foldN`` holds ``train``, ``dev``, ``test`` or ``-`` (not used in that fold).
+
+Wide rather than long so that one file answers "which split is this utterance in for every fold"
+and a reader sees all folds of a speaker at a glance. Next to it `prepare` writes ``skipped.csv``
+(file, reason) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+MANIFEST = "manifest.csv"
+SKIPPED = "skipped.csv"
+SUMMARY = "summary.json"
+BASE_COLUMNS = ("id", "path", "speaker", "label", "duration", "start", "end")
+FOLD_COLUMN = re.compile(r"fold\d+")
+
+
+@dataclass
+class ManifestRow:
+    id: str
+    path: str
+    speaker: str
+    label: Optional[str]
+    duration: float
+    start: Optional[float] = None
+    end: Optional[float] = None
+    targets: Dict[str, float] = field(default_factory=dict)
+    folds: Dict[str, str] = field(default_factory=dict)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write next to the target and rename, so a crash never leaves half a manifest behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.6f}".rstrip("0").rstrip(".")
+
+
+def write_manifest(path: Path, rows: Sequence[ManifestRow], fold_names: Sequence[str],
+                   targets: Sequence[str] = ()) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*BASE_COLUMNS, *targets, *fold_names])
+    for r in rows:
+        w.writerow([r.id, r.path, r.speaker, r.label or "", _fmt(r.duration), _fmt(r.start), _fmt(r.end),
+                    *(repr(float(r.targets[t])) for t in targets), *(r.folds[f] for f in fold_names)])
+    atomic_write_text(path, buf.getvalue())
+
+
+@dataclass
+class Manifest:
+    rows: List[ManifestRow]
+    fold_names: List[str]
+    targets: List[str]
+
+    def split(self, fold: str, split: str) -> List[ManifestRow]:
+        """Rows of one split of one fold (`split` in train/dev/test)."""
+        if fold not in self.fold_names:
+            raise ValueError(f"fold {fold!r} not in manifest (has {', '.join(self.fold_names)})")
+        return [r for r in self.rows if r.folds[fold] == split]
+
+
+def read_manifest(path) -> Manifest:
+    """Parse a manifest (a file, or a folder holding ``manifest.csv``); bad rows raise naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest; run `care-superb prepare <task> --root ... --out {path.parent}`")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: empty manifest") from None
+        if tuple(header[: len(BASE_COLUMNS)]) != BASE_COLUMNS:
+            raise ValueError(f"{path}: header must start with {','.join(BASE_COLUMNS)}, got {header}")
+        rest = header[len(BASE_COLUMNS):]
+        folds = [c for c in rest if FOLD_COLUMN.fullmatch(c)]
+        targets = [c for c in rest if not FOLD_COLUMN.fullmatch(c)]
+        if not folds:
+            raise ValueError(f"{path}: no fold columns in header")
+        rows = []
+        for lineno, cells in enumerate(reader, start=2):
+            if len(cells) != len(header):
+                raise ValueError(f"{path}:{lineno}: {len(cells)} cells, header has {len(header)}")
+            d = dict(zip(header, cells))
+            rows.append(ManifestRow(
+                id=d["id"], path=d["path"], speaker=d["speaker"], label=d["label"] or None,
+                duration=float(d["duration"]), start=float(d["start"]) if d["start"] else None,
+                end=float(d["end"]) if d["end"] else None,
+                targets={t: float(d[t]) for t in targets}, folds={f: d[f] for f in folds}))
+    return Manifest(rows, folds, targets)
+
+
+def write_skipped(path: Path, skipped: Sequence[tuple]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "reason"])
+    w.writerows(skipped)
+    atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,148 @@
+"""`care-superb prepare <task> --root RAW --out DIR`: raw corpus → checked audio → manifest with folds.
+
+Steps: parse the corpus (its parser refuses unknown labels and wrong layouts, naming the file),
+map labels to the task's set, open every audio file once (readable, non-empty, finite; its
+duration), assign every fold with the task's rule, refuse any fold where a speaker sits in two
+splits, then write ``manifest.csv``, ``skipped.csv`` and ``summary.json`` atomically (see
+`downstream_tasks.manifest` for the format). Files that fail the audio check are skipped and
+listed with the reason; they never reach training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from downstream_tasks import protocol
+from downstream_tasks.audio import AudioError, probe_audio
+from downstream_tasks.corpora.base import Utterance
+from downstream_tasks.manifest import (MANIFEST, SKIPPED, SUMMARY, ManifestRow, atomic_write_text,
+                                       write_manifest, write_skipped)
+
+
+def _check_one(u: Utterance):
+    try:
+        return probe_audio(u.path, u.extra.get("start"), u.extra.get("end")), None
+    except AudioError as e:
+        return None, e.problem
+
+
+def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: bool = True):
+    """Durations of the usable utterances and (file, reason) for the rest, in input order."""
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(tqdm(pool.map(_check_one, utterances), total=len(utterances),
+                            desc="checking audio", disable=not progress, file=sys.stderr))
+    good, durations, skipped = [], [], []
+    for u, (duration, problem) in zip(utterances, results):
+        if problem is None:
+            good.append(u)
+            durations.append(duration)
+        else:
+            skipped.append((str(u.path), problem))
+    return good, durations, skipped
+
+
+def summarise(spec: protocol.TaskSpec, utts: Sequence[Utterance], folds: Dict[str, List[str]]) -> Dict:
+    """Per fold: utterances per split, per split and class, and the speakers of each split."""
+    out = {}
+    for name, splits in folds.items():
+        per = {}
+        for split in protocol.SPLITS:
+            members = [u for u, s in zip(utts, splits) if s == split]
+            if spec.test_from_dev and split == "test":
+                members = [u for u, s in zip(utts, splits) if s == "dev"]
+            entry = {"n": len(members), "speakers": sorted({u.speaker for u in members})}
+            if spec.kind == "classification":
+                c = Counter(u.label for u in members)
+                entry["classes"] = {label: c.get(label, 0) for label in spec.labels}
+            per[split] = entry
+        out[name] = per
+    return out
+
+
+def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = True,
+                 verbose: bool = True) -> Dict:
+    """Prepare one task; returns the summary also written to ``<out>/summary.json``."""
+    spec = protocol.get_task(task)
+    root, out = Path(root), Path(out)
+    parsed = protocol.get_parser(spec)(root, **dict(spec.parser_kwargs))
+    ids = Counter(u.id for u in parsed)
+    dup = [i for i, n in ids.items() if n > 1]
+    if dup:
+        raise ValueError(f"{root}: parser returned duplicate ids, e.g. {dup[:5]}")
+    kept, dropped = protocol.apply_labels(spec, parsed)
+    good, durations, skipped = check_audio(kept, workers=workers, progress=progress)
+    if not good:
+        raise ValueError(f"{root}: no usable audio for task {task} ({len(skipped)} files skipped)")
+    folds = protocol.assign_folds(spec, good)
+    rows = [ManifestRow(id=u.id, path=str(Path(u.path).resolve()), speaker=u.speaker, label=u.label,
+                        duration=d, start=u.extra.get("start"), end=u.extra.get("end"),
+                        targets={t: float(u.extra[t]) for t in spec.targets},
+                        folds={f: folds[f][i] for f in spec.fold_names})
+            for i, (u, d) in enumerate(zip(good, durations))]
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out / MANIFEST, rows, spec.fold_names, spec.targets)
+    write_skipped(out / SKIPPED, skipped)
+    summary = {
+        "task": task, "corpus": spec.corpus, "root": str(root.resolve()), "kind": spec.kind,
+        "labels": list(spec.labels), "targets": list(spec.targets),
+        "n_parsed": len(parsed), "n_utterances": len(good), "n_skipped": len(skipped),
+        "dropped_labels": dict(sorted(dropped.items())),
+        "total_hours": round(sum(durations) / 3600, 4),
+        "test_from_dev": spec.test_from_dev,
+        "folds": summarise(spec, good, folds),
+    }
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    if verbose:
+        print(format_summary(summary))
+    return summary
+
+
+def format_summary(s: Dict) -> str:
+    lines = [f"{s['task']}: {s['n_utterances']} utterances from {s['n_parsed']} parsed, "
+             f"{s['n_skipped']} skipped (see skipped.csv), {s['total_hours']} h"]
+    if s["dropped_labels"]:
+        lines.append("  dropped labels: " + ", ".join(f"{k} {v}" for k, v in s["dropped_labels"].items()))
+    for fold, per in s["folds"].items():
+        sizes = " / ".join(f"{split} {per[split]['n']} ({len(per[split]['speakers'])} spk)"
+                           for split in protocol.SPLITS)
+        lines.append(f"  {fold}: {sizes}")
+        if s["labels"]:
+            for split in protocol.SPLITS:
+                cls = ", ".join(f"{k} {v}" for k, v in per[split]["classes"].items())
+                lines.append(f"    {split:5s} {cls}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="care-superb prepare",
+        description="Read a raw corpus, check every audio file, assign the paper's folds and write "
+                    "<out>/manifest.csv, skipped.csv and summary.json.")
+    p.add_argument("task", choices=sorted(protocol.TASKS), help="downstream task name")
+    p.add_argument("--root", required=True, help="folder where the corpus was unpacked, as distributed")
+    p.add_argument("--out", default=None, help="output folder (default: data/<task>)")
+    p.add_argument("--workers", type=int, default=2, help="threads reading audio (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    args = build_parser().parse_args(argv)
+    out = args.out or str(Path("data") / args.task)
+    try:
+        return prepare_task(args.task, args.root, out, workers=args.workers, progress=not args.no_progress)
+    except ValueError as e:  # CorpusError, SpeakerOverlapError: a readable message, not a traceback
+        print(f"care-superb prepare: error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
