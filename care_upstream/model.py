@@ -26,10 +26,6 @@ from .adapters import SemanticEncoder
 from .config import SAMPLE_RATE, VARIANTS, CareConfig
 from .frontend import FrontEnd
 
-# HF WavLMAttention passes a bool key-padding mask next to a float position-bias mask; torch
-# warns on every padded call although the result is right.
-warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
-
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -63,6 +59,18 @@ def _masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the first ``lengths[b]`` frames of x (B, T, D)."""
     valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     return (x * valid[..., None]).sum(dim=1) / lengths.to(x.dtype).clamp(min=1)[:, None]
+
+
+@contextlib.contextmanager
+def _quiet_mask_warning(active: bool):
+    """HF WavLMAttention hands torch a bool key-padding mask next to the float position-bias
+    mask; torch warns about the mix on every padded call although the result is right."""
+    if not active:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+        yield
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -185,21 +193,22 @@ class CARE(nn.Module):
         # HF WavLMAttention: attention_mask (B, T), 1 = keep; None skips masking (fast path).
         attention_mask = (~pad_mask).long() if padded else None
 
-        x, bias = conv, None
-        common = []
-        for layer in self.common:
-            x, bias = layer(x, attention_mask=attention_mask, position_bias=bias)[:2]
-            common.append(x)
+        with _quiet_mask_warning(padded):
+            x, bias = conv, None
+            common = []
+            for layer in self.common:
+                x, bias = layer(x, attention_mask=attention_mask, position_bias=bias)[:2]
+                common.append(x)
 
-        acoustic = []
-        if variant in ("care", "care_acoustic"):
-            a, a_bias = x, bias
-            if not cfg.acoustic_grad_to_common:
-                # The acoustic loss must not reach the common encoder (nor its position embedding).
-                a, a_bias = a.detach(), a_bias.detach()
-            for layer in self.acoustic:
-                a, a_bias = layer(a, attention_mask=attention_mask, position_bias=a_bias)[:2]
-                acoustic.append(a)
+            acoustic = []
+            if variant in ("care", "care_acoustic"):
+                a, a_bias = x, bias
+                if not cfg.acoustic_grad_to_common:
+                    # The acoustic loss must not reach the common encoder (nor its position embedding).
+                    a, a_bias = a.detach(), a_bias.detach()
+                for layer in self.acoustic:
+                    a, a_bias = layer(a, attention_mask=attention_mask, position_bias=a_bias)[:2]
+                    acoustic.append(a)
 
         semantic = []
         if variant in ("care", "care_semantic"):
@@ -340,6 +349,14 @@ class CARE(nn.Module):
     @classmethod
     def _from_state(cls, config: CareConfig, state: dict, source: Path) -> "CARE":
         model = cls(config)
+        own = model.state_dict()
+        wrong_shape = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong_shape:
+            k = wrong_shape[0]
+            raise ValueError(
+                f"{source}: weights do not match the config: {len(wrong_shape)} tensors have other shapes, "
+                f"e.g. {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            )
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(

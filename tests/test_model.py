@@ -1,0 +1,366 @@
+"""CARE model core: config, padding invariance, HF WavLM parity, gradient routing, persistence."""
+
+import json
+import math
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from care_upstream.config import VARIANTS, CareConfig
+from care_upstream.model import CARE
+
+torch.set_num_threads(1)
+
+LENGTHS = [16000, 5333, 9000]  # longest / shortest = 3x
+
+
+def _wavs(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=g) * 0.1 for n in lengths]
+
+
+def _batch(wavs):
+    return nn.utils.rnn.pad_sequence(wavs, batch_first=True), torch.tensor([w.numel() for w in wavs])
+
+
+def _model(text="roberta", seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return CARE(CareConfig.tiny(text, **kwargs)).eval()
+
+
+# ---- config ---------------------------------------------------------------------------------
+def test_base_config_matches_wavlm_base_and_roberta_base():
+    cfg = CareConfig.base()
+    w, t = cfg.wavlm, cfg.text
+    assert (w["hidden_size"], w["num_attention_heads"], w["intermediate_size"]) == (768, 12, 3072)
+    assert w["conv_dim"] == [512] * 7 and w["conv_stride"] == [5, 2, 2, 2, 2, 2, 2]
+    assert w["conv_kernel"] == [10, 3, 3, 3, 3, 2, 2] and w["conv_bias"] is False
+    assert w["feat_extract_norm"] == "group" and w["num_conv_pos_embeddings"] == 128
+    assert (w["num_buckets"], w["max_bucket_distance"], w["layer_norm_eps"]) == (320, 800, 1e-5)
+    assert t["model_type"] == "roberta"
+    assert (t["vocab_size"], t["max_position_embeddings"], t["type_vocab_size"]) == (50265, 514, 1)
+    assert (t["layer_norm_eps"], t["pad_token_id"], t["num_hidden_layers"]) == (1e-5, 1, 12)
+    assert cfg.text_layer_start == 6  # RoBERTa layers 7-12
+    assert cfg.downsample_rate == 320
+    assert cfg.min_samples("care_acoustic") == 400
+    assert cfg.min_samples("care") == 400 + 4 * 320  # 5 frames -> 1 adapter frame
+    assert cfg.num_frames(16000) == 49
+
+
+def test_tiny_configs_and_text_layer_start():
+    assert CareConfig.tiny("roberta").text_layer_start == 6
+    mini = CareConfig.tiny("minilm")
+    assert mini.text_layer_start == 0 and mini.text_hidden_size != mini.hidden_size
+    with pytest.raises(ValueError, match="tiny text"):
+        CareConfig.tiny("gpt")
+
+
+def test_config_json_round_trip():
+    cfg = CareConfig.tiny("minilm", acoustic_grad_to_common=True)
+    again = CareConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert CareConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_common=0), "n_common"),
+        (dict(adapter_output_padding=3), "output_padding"),
+        (dict(text_layer_start=8), "text_layer_start"),
+        (dict(adapter_stride=True), "adapter_stride"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CareConfig.tiny("roberta", **kwargs)
+
+
+def test_config_rejects_unknown_fields_and_bad_wavlm():
+    d = CareConfig.tiny().to_dict()
+    with pytest.raises(ValueError, match="unknown"):
+        CareConfig.from_dict({**d, "nope": 1})
+    wavlm = dict(d["wavlm"], conv_stride=[5, 2])
+    with pytest.raises(ValueError, match="equally long"):
+        CareConfig.from_dict({**d, "wavlm": wavlm})
+
+
+# ---- padding invariance ---------------------------------------------------------------------
+@pytest.mark.parametrize("text, norm", [("roberta", "group"), ("minilm", "group"), ("roberta", "layer")])
+def test_padded_batch_equals_each_utterance_alone(text, norm):
+    cfg = CareConfig.tiny(text)
+    cfg = CareConfig.from_dict({**cfg.to_dict(), "wavlm": {**cfg.wavlm, "feat_extract_norm": norm}})
+    torch.manual_seed(0)
+    model = CARE(cfg).eval()
+    wavs = _wavs(LENGTHS)
+    batch, lengths = _batch(wavs)
+    with torch.no_grad():
+        out = model(batch, lengths, with_heads=True)
+        alone = [model(w[None], with_heads=True) for w in wavs]
+        assert out.frame_lengths.tolist() == [a.conv.shape[1] for a in alone]
+        assert out.pad_mask.sum(1).tolist() == [out.conv.shape[1] - a.conv.shape[1] for a in alone]
+        for variant in VARIANTS:
+            states = model.hidden_states(out, variant)
+            assert len(states) == 13
+            for i, a in enumerate(alone):
+                ref = model.hidden_states(a, variant)
+                t = ref[0].shape[1]
+                for layer, (h, r) in enumerate(zip(states, ref)):
+                    diff = (h[i, :t] - r[0]).abs().max().item()
+                    assert diff <= 1e-4, (variant, i, layer, diff)
+                    assert h[i, t:].abs().max().item() == 0 if h.shape[1] > t else True
+        for i, a in enumerate(alone):
+            assert torch.allclose(out.semantic_pred[i], a.semantic_pred[0], atol=1e-4)
+            t = a.conv.shape[1]
+            assert torch.allclose(out.acoustic_pred[i, :t], a.acoustic_pred[0], atol=1e-4)
+
+
+def test_masked_group_norm_is_what_makes_the_front_end_exact():
+    """Plain GroupNorm over a padded batch would see the padding: the masked one must differ from it."""
+    model = _model()
+    wavs = _wavs([16000, 5333])
+    batch, lengths = _batch(wavs)
+    with torch.no_grad():
+        masked, _ = model.frontend(batch, lengths)
+        plain, _ = model.frontend(batch, None)
+        alone, _ = model.frontend(wavs[1][None], None)
+    t = alone.shape[1]
+    assert (masked[1, :t] - alone[0]).abs().max() < 1e-5
+    assert (plain[1, :t] - alone[0]).abs().max() > 1e-3
+
+
+def test_semantic_zero_beyond_own_adapter_output_and_lengths():
+    model = _model()
+    # 16000 samples -> 49 frames -> 15 adapter frames -> 14*3+5+1 = 48 < 49: the last frame is zero.
+    out = model(_wavs([16000])[0][None])
+    assert model.config.adapter_frames(49) == 15
+    for s in out.semantic:
+        assert s.shape[1] == 49 and s[0, 48].abs().max() == 0 and s[0, 47].abs().max() > 0
+
+
+@pytest.mark.parametrize("variant, width", [("care", 64), ("care_acoustic", 32), ("care_semantic", 32)])
+def test_thirteen_states_of_the_right_shape(variant, width):
+    model = _model()
+    batch, lengths = _batch(_wavs([16000, 8000]))
+    with torch.no_grad():
+        out = model(batch, lengths, variant=variant)
+    states = model.hidden_states(out, variant)
+    assert len(states) == 13
+    assert all(h.shape == (2, 49, width) for h in states)
+    if variant == "care":
+        assert torch.equal(states[3][..., :32], states[3][..., 32:])
+        # row 0 is the unpadded one (padding frames of the others are zeroed in the states)
+        assert torch.equal(states[9][0, :, :32], out.acoustic[2][0])
+        assert torch.equal(states[9][0, :, 32:], out.semantic[2][0])
+    else:
+        other = "care_semantic" if variant == "care_acoustic" else "care_acoustic"
+        with pytest.raises(ValueError, match="path"):
+            model.hidden_states(out, other)
+
+
+# ---- parity with Hugging Face WavLMModel -----------------------------------------------------
+def _hf_wavlm_to_care(hf_state, n_common):
+    """Key map HF WavLMModel -> CARE (a local stand-in for care_upstream.load)."""
+    out = {}
+    for k, v in hf_state.items():
+        if k.startswith("feature_extractor.conv_layers."):
+            out["frontend." + k[len("feature_extractor."):]] = v
+        elif k.startswith("feature_projection."):
+            out["frontend." + k] = v
+        elif k.startswith("encoder.pos_conv_embed.") or k.startswith("encoder.layer_norm."):
+            out["frontend." + k[len("encoder."):]] = v
+        elif k.startswith("encoder.layers."):
+            i, rest = k[len("encoder.layers."):].split(".", 1)
+            i = int(i)
+            out[f"common.{i}.{rest}" if i < n_common else f"acoustic.{i - n_common}.{rest}"] = v
+    return out
+
+
+def test_common_and_acoustic_equal_hf_wavlm_model():
+    from transformers import WavLMModel
+
+    cfg = CareConfig.tiny()
+    torch.manual_seed(1)
+    hf = WavLMModel(cfg.wavlm_config()).eval()
+    model = CARE(cfg).eval()
+    missing, unexpected = model.load_state_dict(_hf_wavlm_to_care(hf.state_dict(), cfg.n_common), strict=False)
+    assert not unexpected
+    assert all(k.startswith(("semantic.", "acoustic_head.")) for k in missing)
+    wav = _wavs([12345], seed=3)[0][None]
+    with torch.no_grad():
+        ref = hf(wav, output_hidden_states=True).hidden_states
+        out = model(wav, variant="care_acoustic")
+    ours = model.hidden_states(out, "care_acoustic")
+    assert len(ref) == len(ours) == 13
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        assert (a - b).abs().max().item() <= 1e-5, i
+
+
+# ---- gradient routing and modes --------------------------------------------------------------
+def _grads(module):
+    return [p.grad for p in module.parameters() if p.requires_grad]
+
+
+def _is_zero(grads):
+    return all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def _is_nonzero(grads):
+    return any(g is not None and torch.count_nonzero(g) > 0 for g in grads)
+
+
+def test_acoustic_loss_stays_out_of_the_common_encoder():
+    model = _model().train()
+    batch, lengths = _batch(_wavs([8000, 6000]))
+    out = model(batch, lengths, with_heads=True)
+    out.acoustic_pred.pow(2).mean().backward()
+    assert _is_zero(_grads(model.common))
+    assert _is_nonzero(_grads(model.acoustic)) and _is_nonzero(_grads(model.acoustic_head))
+    assert _is_zero(_grads(model.semantic))
+
+
+def test_acoustic_grad_to_common_flag_opens_the_path():
+    model = _model(acoustic_grad_to_common=True).train()
+    out = model(_wavs([8000])[0][None], with_heads=True)
+    out.acoustic_pred.pow(2).mean().backward()
+    assert _is_nonzero(_grads(model.common))
+
+
+def test_semantic_loss_moves_common_and_adapters_not_acoustic():
+    model = _model("minilm").train()
+    batch, lengths = _batch(_wavs([8000, 6000]))
+    out = model(batch, lengths, with_heads=True)
+    out.semantic_pred.pow(2).mean().backward()
+    assert _is_nonzero(_grads(model.common))
+    for part in (model.semantic.down, model.semantic.up, model.semantic.head_proj):
+        assert _is_nonzero(_grads(part))
+    assert _is_zero(_grads(model.acoustic)) and _is_zero(_grads(model.acoustic_head))
+
+
+def test_frozen_parts_have_no_grad_and_text_layers_stay_in_eval():
+    model = _model().train()
+    assert not any(p.requires_grad for p in model.semantic.layers.parameters())
+    assert not any(p.requires_grad for p in model.frontend.parameters())
+    assert model.common.training and not any(m.training for m in model.semantic.layers.modules())
+    out = model(_wavs([8000])[0][None], with_heads=True)
+    assert not out.conv.requires_grad
+    (out.semantic_pred.sum() + out.acoustic_pred.sum()).backward()
+    assert all(p.grad is None for p in model.semantic.layers.parameters())
+    assert all(p.grad is None for p in model.frontend.parameters())
+
+
+def test_text_layers_are_deterministic_under_train():
+    cfg = CareConfig.tiny("minilm")
+    no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+    cfg = CareConfig.from_dict({**cfg.to_dict(), "wavlm": {**cfg.wavlm, **no_dropout}})
+    assert cfg.text["hidden_dropout_prob"] > 0  # text dropout would change outputs if it ran
+    torch.manual_seed(2)
+    model = CARE(cfg).train()
+    wav = _wavs([8000])[0][None]
+    with torch.no_grad():
+        a, b = model(wav).semantic[-1], model(wav).semantic[-1]
+    assert torch.equal(a, b)
+    model.semantic.layers.train()  # the check can fail: with text dropout on, outputs differ
+    with torch.no_grad():
+        assert not torch.equal(model(wav).semantic[-1], a)
+
+
+def test_unfrozen_front_end_gets_grad():
+    model = _model(freeze_frontend=False).train()
+    out = model(_wavs([8000])[0][None], with_heads=True)
+    out.semantic_pred.sum().backward()
+    assert _is_nonzero(_grads(model.frontend))
+
+
+# ---- bad input -------------------------------------------------------------------------------
+def test_bad_input_raises_value_errors():
+    model = _model()
+    good = torch.zeros(2, 4000)
+    with pytest.raises(ValueError, match="batch, samples"):
+        model(torch.zeros(4000))
+    with pytest.raises(ValueError, match="empty"):
+        model(torch.zeros(2, 0))
+    bad = good.clone()
+    bad[1, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf \(batch rows \[1\]\)"):
+        model(bad)
+    with pytest.raises(ValueError, match="lengths must have shape"):
+        model(good, torch.tensor([4000]))
+    with pytest.raises(ValueError, match="exceed"):
+        model(good, torch.tensor([4000, 4001]))
+    with pytest.raises(ValueError, match="1680 samples"):
+        model(torch.zeros(1, 1000))
+    model(torch.zeros(1, 1000), variant="care_acoustic")  # enough for the acoustic path
+    with pytest.raises(ValueError, match="400 samples"):
+        model(torch.zeros(1, 399), variant="care_acoustic")
+    with pytest.raises(ValueError, match="variant"):
+        model(good, variant="care_both")
+    with pytest.raises(ValueError, match="16000 Hz"):
+        model.extract([torch.zeros(4000)], sample_rate=8000)
+    with pytest.raises(ValueError, match="wav 1 must be a 1-D"):
+        model.extract([torch.zeros(4000), torch.zeros(2, 4000)])
+    with pytest.raises(ValueError, match="wav 0 is empty"):
+        model.extract([torch.zeros(0)])
+
+
+# ---- persistence -----------------------------------------------------------------------------
+def test_save_and_load_round_trip(tmp_path):
+    model = _model("minilm", seed=5)
+    folder = model.save_pretrained(tmp_path / "care")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    wav = _wavs([9000], seed=1)[0][None]
+    with torch.no_grad():
+        ref = model.hidden_states(model(wav))
+        for source in (folder, folder / "model.safetensors"):
+            loaded = CARE.from_pretrained(source)
+            assert loaded.config == model.config and not loaded.training
+            assert all(torch.equal(a, b) for a, b in zip(ref, loaded.hidden_states(loaded(wav))))
+    pt = tmp_path / "care.pt"
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, pt)
+    loaded = CARE.from_pretrained(pt)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(ref, loaded.hidden_states(loaded(wav))))
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        CARE.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        CARE.from_pretrained(tmp_path / "empty")
+    other = _model("roberta").save_pretrained(tmp_path / "other")
+    (other / "config.json").write_text(CareConfig.tiny("minilm").to_json())
+    with pytest.raises(ValueError, match="do not match"):
+        CARE.from_pretrained(other)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['EVIL_MARK']).write_text('ran')",))
+
+
+def test_torch_file_is_read_without_running_its_code(tmp_path, monkeypatch):
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"config": {}, "model": _Evil()}, f, protocol=2)
+    with pytest.raises(ValueError, match="weights_only"):
+        CARE.from_pretrained(path)
+    assert not mark.exists()
+    with open(path, "rb") as f:  # the file really is hostile: plain unpickling runs it
+        pickle.load(f)
+    assert mark.read_text() == "ran"
+
+
+def test_parameter_counts_by_variant():
+    model = _model()
+    n = {v: model.num_parameters(v) for v in VARIANTS}
+    sem = sum(p.numel() for m in (model.semantic.down, model.semantic.layers, model.semantic.up) for p in m.parameters())
+    assert n["care"] == n["care_acoustic"] + sem
+    assert n["care_semantic"] == n["care"] - sum(p.numel() for p in model.acoustic.parameters())
+    assert n["care"] < sum(p.numel() for p in model.parameters())  # heads are not counted
+    assert math.isclose(n["care_acoustic"], sum(p.numel() for m in (model.frontend, model.common, model.acoustic)
+                                                 for p in m.parameters()))
