@@ -10,7 +10,7 @@ Layout of a cache folder (``care-pretrain targets --out CACHE``)::
                                      on disk: items (id, path, row, offset, frames, ...) and skipped files
     done-w000of002.json              the worker's summary, written when it has finished its list
     index.json                       merged over all workers (``merge_index``): what the reader uses
-    skipped.csv                      path,id,reason for every file that gave no target
+    skipped.csv                      path,id,reason,detail for every file that gave no target
 
 Why it is built this way: a chunk is a fixed slice of the worker's sorted list, so a killed run
 resumes by skipping the chunks its index already lists and redoing the rest; the bytes it writes are
@@ -112,6 +112,7 @@ class SkippedItem:
     id: str
     path: str
     reason: str
+    detail: str = ""
 
 
 @dataclass
@@ -267,7 +268,7 @@ def merge_index(cache_dir: Path | str, allow_partial: bool = False) -> Dict[str,
         "num_skipped": len(skipped),
     }
     atomic_write_json(cache_dir / MERGED_INDEX, index)
-    lines = [["path", "id", "reason"]] + [[s.path, s.id, s.reason] for s in skipped]
+    lines = [["path", "id", "reason", "detail"]] + [[s.path, s.id, s.reason, s.detail] for s in skipped]
     import io
 
     buf = io.StringIO()

