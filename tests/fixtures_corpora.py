@@ -140,7 +140,7 @@ def make_meld(root: Path, real_clips: Optional[bool] = None) -> List[Dict]:
 
     for n, (split, dia, utt, speaker, emotion, sentiment, text) in enumerate(MELD_ROWS, 1):
         lines[split].append(",".join([str(n), q(text), q(speaker), emotion, sentiment, str(dia), str(utt), "3",
-                                      "19", "00:14:38,127", "00:14:40,378"]))
+                                      "19", q("00:14:38,127"), q("00:14:40,378")]))
         name = f"dia{dia}_utt{utt}"
         clip = base / MELD_CLIP_DIRS[split] / f"{name}.mp4"
         clip.parent.mkdir(parents=True, exist_ok=True)

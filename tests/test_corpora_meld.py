@@ -1,0 +1,130 @@
+"""MELD CSV parsing (always) and ffmpeg audio extraction (skipped without ffmpeg) on a fake release."""
+
+import shutil
+from collections import Counter
+
+import pytest
+import soundfile as sf
+
+from downstream_tasks import protocol
+from downstream_tasks.corpora import meld
+from downstream_tasks.corpora.base import CorpusError, Utterance
+from downstream_tasks.corpora.meld import extract_meld_audio, parse_meld, read_meld_csv
+from fixtures_corpora import MELD_ROWS, have_ffmpeg, make_meld
+
+needs_ffmpeg = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg not on PATH: MELD clip conversion untested")
+
+
+def test_rows_become_utterances_with_official_splits(tmp_path):
+    truth = make_meld(tmp_path, real_clips=False)
+    skipped = []
+    utts = parse_meld(tmp_path, skipped=skipped)
+    got = {u.id: u for u in utts}
+    assert set(got) == {t["id"] for t in truth}
+    for t in truth:
+        u = got[t["id"]]
+        assert (u.extra["split"], u.speaker, u.label, u.extra["text"]) == (t["split"], t["speaker"], t["emotion"],
+                                                                            t["text"])
+        assert u.path.is_file() and u.path.suffix == ".mp4"
+    # Commas, doubled quotes, a newline and non-ASCII inside quoted cells survive the CSV reader.
+    assert got["meld-train-dia0_utt2"].extra["text"] == 'That I did. That I did, "really".'
+    assert got["meld-train-dia1_utt0"].extra["text"] == "Oh, yeah, \u2026 right!\nOn two lines."
+    # The two known-bad clips are reported, never returned; unlabelled extras are ignored.
+    assert {e.path.rsplit("/", 1)[-1] for e in skipped} == {"dia125_utt3.mp4", "dia110_utt7.mp4"}
+    assert not any("dia66_utt9" in u.id or "final_videos" in u.id for u in utts)
+    assert Counter(u.extra["split"] for u in utts) == {"train": 5, "dev": 2, "test": 2}
+
+
+def test_known_bad_rows_are_dropped_even_in_strict_mode(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    utts = parse_meld(tmp_path, strict=True)
+    assert "meld-train-dia125_utt3" not in {u.id for u in utts}
+
+
+def test_official_fold_rule_and_task_labels(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    spec = protocol.get_task("emotion_meld")
+    utts, dropped = protocol.apply_labels(spec, parse_meld(tmp_path))
+    assert not dropped
+    folds = protocol.assign_folds(spec, utts)
+    assert list(folds) == ["fold1"]
+    assert folds["fold1"] == [u.id.split("-")[1] for u in utts]
+
+
+def test_csv_is_crlf_quoted_utf8(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    raw = (tmp_path / "MELD.Raw" / "train" / "train_sent_emo.csv").read_bytes()
+    assert b"\r\n" in raw and raw.count(b'"') > 10
+    rows = read_meld_csv(tmp_path / "MELD.Raw" / "train" / "train_sent_emo.csv")
+    assert len(rows) == sum(1 for r in MELD_ROWS if r[0] == "train")
+
+
+def test_missing_clip_is_skipped_or_raises_in_strict_mode(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    (tmp_path / "MELD.Raw" / "test" / "output_repeated_splits_test" / "dia0_utt1.mp4").unlink()
+    skipped = []
+    utts = parse_meld(tmp_path, skipped=skipped)
+    assert "meld-test-dia0_utt1" not in {u.id for u in utts}
+    assert any("dia0_utt1" in str(e) for e in skipped)
+    with pytest.raises(CorpusError, match="dia0_utt1.mp4: clip missing"):
+        parse_meld(tmp_path, strict=True)
+
+
+def test_unknown_emotion_names_file_and_line(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    path = tmp_path / "MELD.Raw" / "dev_sent_emo.csv"
+    path.write_bytes(path.read_bytes().replace(b",disgust,", b",contempt,"))
+    with pytest.raises(CorpusError, match=r"dev_sent_emo\.csv: line \d+: unknown emotion 'contempt'"):
+        parse_meld(tmp_path)
+
+
+def test_malformed_rows_and_missing_files(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    path = tmp_path / "MELD.Raw" / "test_sent_emo.csv"
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"Utterance_ID", b"Utt_ID"))
+    with pytest.raises(CorpusError, match=r"test_sent_emo\.csv: missing columns \['Utterance_ID'\]"):
+        parse_meld(tmp_path)
+    path.write_bytes(good.replace(b",0,1,3,19,", b",0,x,3,19,"))
+    with pytest.raises(CorpusError, match=r"test_sent_emo\.csv: line \d+: non-integer"):
+        parse_meld(tmp_path)
+    path.write_bytes(good + b'99,"extra",Ross,joy,positive,0,0,3,19,a,b,surplus\r\n')
+    with pytest.raises(CorpusError, match=r"test_sent_emo\.csv: line \d+: more fields"):
+        parse_meld(tmp_path)
+    path.unlink()
+    with pytest.raises(CorpusError, match="no file named 'test_sent_emo.csv'"):
+        parse_meld(tmp_path)
+    assert len(parse_meld(tmp_path, splits=("train", "dev"))) == 7
+    shutil.rmtree(tmp_path / "MELD.Raw" / "dev" / "dev_splits_complete")
+    with pytest.raises(CorpusError, match="no folder named 'dev_splits_complete'"):
+        parse_meld(tmp_path, splits=("dev",))
+
+
+def test_extraction_without_ffmpeg_names_the_tool(tmp_path, monkeypatch):
+    monkeypatch.setattr(meld.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="needs the `ffmpeg` executable"):
+        extract_meld_audio([], tmp_path / "wav")
+
+
+@needs_ffmpeg
+def test_extraction_gives_16k_mono_wavs_and_skips_corrupt_clips(tmp_path):
+    make_meld(tmp_path, real_clips=True)
+    utts = parse_meld(tmp_path)
+    corrupt = tmp_path / "MELD.Raw" / "train" / "train_splits" / "dia125_utt3.mp4"
+    bad = Utterance("meld-train-dia125_utt3", corrupt, "Ross", "neutral", "meld", {"split": "train"})
+    skipped = []
+    out = extract_meld_audio([*utts, bad], tmp_path / "wav", skipped=skipped)
+    assert [u.id for u in out] == [u.id for u in utts]
+    assert len(skipped) == 1 and "dia125_utt3" in str(skipped[0]) and "ffmpeg could not convert" in str(skipped[0])
+    for u in out:
+        info = sf.info(str(u.path))
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert 0.25 < info.duration < 0.4
+        assert u.path == tmp_path / "wav" / u.extra["split"] / (u.extra["clip"].rsplit("/", 1)[-1][:-4] + ".wav")
+    assert not list((tmp_path / "wav").rglob(".*tmp*"))
+    with pytest.raises(CorpusError, match="dia125_utt3"):
+        extract_meld_audio([bad], tmp_path / "wav", strict=True)
+    # A second pass reuses the finished wavs (resume) without calling ffmpeg.
+    before = {u.path: u.path.stat().st_mtime_ns for u in out}
+    again = extract_meld_audio(utts, tmp_path / "wav", ffmpeg="/nonexistent/ffmpeg")
+    assert {u.path: u.path.stat().st_mtime_ns for u in again} == before
