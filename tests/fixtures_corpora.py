@@ -205,6 +205,8 @@ DAIC_ROWS = ((0.0, 0.4, "Participant", "is it on"), (0.5, 1.0, "Ellie", "hi i'm 
              (1.2, 7.0, "Participant", "fine thanks"), (7.0, 7.4, "Ellie", "mhm"),
              (7.4, 7.45, "Participant", "<sync>"), (7.5, 13.8, "Participant", "i'm from LA"))
 DAIC_SPEECH = ((1.2, 7.0), (7.5, 13.8))
+# Transcripts that run early against their audio (CORPORA.md): written shifted, the parser must undo it.
+DAIC_OFFSETS = {318: 34.319917, 321: 3.8379167, 341: 6.1892, 362: 16.8582}
 
 
 def write_daic_transcript(path: Path, rows, offset: float = 0.0) -> Path:
@@ -223,9 +225,9 @@ def make_daicwoz(root: Path, n_train: int = 107, n_train_dep: int = 30, n_dev: i
 
     Train takes the first `n_train` real ids, dev the next `n_dev`; the first `*_dep` of each are
     depressed. `offsets` writes those participants' transcripts shifted early by that many seconds
-    (as 318, 321, 341, 362 are); `no_ellie` writes transcripts without Ellie rows.
+    (default: the real four, `DAIC_OFFSETS`); `no_ellie` writes transcripts without Ellie rows.
     """
-    offsets = offsets or {}
+    offsets = DAIC_OFFSETS if offsets is None else offsets
     pids = DAIC_IDS[: n_train + n_dev]
     labels = {"train": {p: int(i < n_train_dep) for i, p in enumerate(pids[:n_train])},
               "dev": {p: int(i < n_dev_dep) for i, p in enumerate(pids[n_train:])}}
