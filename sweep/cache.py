@@ -9,7 +9,9 @@ With layer normalisation on (a per-frame non-linearity) or a trainable upstream 
 and the sweep runs the stock runner instead.
 
 Layout: ``<root>/<upstream key>/<settings digest>/shard-<digest>.safetensors``. A shard holds
-``means`` (N, L, D) float32 and ``frames`` (N,) int64, and in its metadata the utterance keys, the
+``means`` (N, L, D) float32 and ``frames`` (N, 3) int64 (frames averaged, frames the upstream
+produced alone, waveform samples: what `fast_probe` needs to replay the stock runner's padded
+batches), and in its metadata the utterance keys, the
 utterances the upstream failed on (with the error), and a sha256 of the tensor bytes. Shards are
 written whole (tmp + os.replace), so a killed extraction loses at most one shard of work and
 resumes with the utterances not yet in any shard. A shard that does not load or whose checksum
@@ -118,19 +120,19 @@ def _tensor_digest(means: torch.Tensor, frames: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def time_means(hidden_states: Sequence[torch.Tensor], n_samples: int, downsample_rate: int) -> Tuple[torch.Tensor, int]:
+def time_means(hidden_states: Sequence[torch.Tensor], n_samples: int, downsample_rate: int) -> Tuple[torch.Tensor, int, int]:
     """(L, D) means over exactly the frames s3prl's ``Featurizer.tolist`` keeps for a batch of one.
 
     ``tolist`` keeps ``round(n_samples / rate)`` frames; slicing never goes past what the upstream
     produced, so an upstream that emits fewer frames (a WavLM-style conv gives 49 for 1 s, round
-    gives 50) is averaged over all of its frames.
+    gives 50) is averaged over all of its frames. Returns (means, frames averaged, frames produced).
     """
     keep = round(n_samples / downsample_rate)
     stacked = torch.stack([h[0] for h in hidden_states], dim=0)  # (L, T, D)
     n = min(keep, stacked.shape[1])
     if n < 1:
         raise ValueError(f"upstream produced {stacked.shape[1]} frames for {n_samples} samples")
-    return stacked[:, :n].float().mean(dim=1), n
+    return stacked[:, :n].float().mean(dim=1), n, int(stacked.shape[1])
 
 
 class FeatureCache:
@@ -189,7 +191,7 @@ class FeatureCache:
             digest = meta["sha256"]
         except (KeyError, json.JSONDecodeError) as e:
             raise ValueError(f"bad metadata ({e})") from None
-        if means.dim() != 3 or means.shape[0] != len(keys) or frames.shape != (len(keys),):
+        if means.dim() != 3 or means.shape[0] != len(keys) or frames.shape != (len(keys), 3):
             raise ValueError(f"shapes {tuple(means.shape)} / {tuple(frames.shape)} for {len(keys)} keys")
         if _tensor_digest(means, frames) != digest:
             raise ValueError("checksum mismatch")
@@ -214,7 +216,7 @@ class FeatureCache:
             failed.pop(k, None)
         return where, failed
 
-    def _write_shard(self, keys: List[str], means: List[torch.Tensor], frames: List[int],
+    def _write_shard(self, keys: List[str], means: List[torch.Tensor], frames: List[Tuple[int, int, int]],
                      failed: Mapping[str, str]) -> Path:
         from safetensors.torch import save_file
 
@@ -222,7 +224,7 @@ class FeatureCache:
             m = torch.stack(means).float().contiguous()
         else:
             m = torch.zeros((0, 0, 0), dtype=torch.float32)
-        fr = torch.tensor(frames, dtype=torch.int64)
+        fr = torch.tensor(frames, dtype=torch.int64).reshape(len(frames), 3)
         meta = {"keys": json.dumps(keys), "failed": json.dumps(dict(failed)), "sha256": _tensor_digest(m, fr),
                 "settings": json.dumps(self.settings), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         name = hashlib.sha256(json.dumps([keys, sorted(failed)]).encode()).hexdigest()[:16]
@@ -239,12 +241,12 @@ class FeatureCache:
         return path
 
     # ------------------------------------------------------------ extraction
-    def extract(self, utts: Sequence[UttRef], featurize: Callable[[torch.Tensor], Tuple[torch.Tensor, int]],
+    def extract(self, utts: Sequence[UttRef], featurize: Callable[[torch.Tensor], Tuple[torch.Tensor, int, int]],
                 load: Callable[[UttRef], torch.Tensor]) -> ExtractReport:
         """Make sure every utterance is cached (or recorded as failed). Resumable; idempotent.
 
         `load(utt)` returns the 1-D 16 kHz waveform exactly as the stock dataset gives it;
-        `featurize(wav)` returns the (L, D) time-means and the frame count (see `time_means`).
+        `featurize(wav)` returns the (L, D) time-means, frames averaged and frames produced (`time_means`).
         An exception from either for one utterance is recorded as that utterance's failure.
         """
         t0 = time.time()
@@ -266,14 +268,14 @@ class FeatureCache:
         self.memo.save()
         keys: List[str] = []
         means: List[torch.Tensor] = []
-        frames: List[int] = []
+        frames: List[Tuple[int, int, int]] = []
         fails: Dict[str, str] = {}
         last = time.time()
         shape = None
         for i, (k, u) in enumerate(todo):
             try:
                 wav = load(u)
-                m, n = featurize(wav)
+                m, n, produced = featurize(wav)
                 if not torch.isfinite(m).all():
                     raise ValueError("non-finite features")
                 if shape is None:
@@ -282,7 +284,7 @@ class FeatureCache:
                     raise ValueError(f"feature shape {tuple(m.shape)} differs from {shape}")
                 keys.append(k)
                 means.append(m.detach().cpu().float())
-                frames.append(int(n))
+                frames.append((int(n), int(produced), int(wav.numel())))
                 report.extracted += 1
             except Exception as e:  # one bad file must not stop a corpus; it is reported and skipped
                 err = f"{type(e).__name__}: {e}"
@@ -302,8 +304,9 @@ class FeatureCache:
         report.seconds = time.time() - t0
         return report
 
-    def load(self, utts: Sequence[UttRef]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-        """id -> (L, D) float32 for every cached utterance, and id -> error for failed ones.
+    def load(self, utts: Sequence[UttRef], with_frames: bool = False):
+        """id -> (L, D) float32 for every cached utterance, and id -> error for failed ones
+        (with `with_frames`, also id -> (frames averaged, frames produced, samples)).
 
         An utterance neither cached nor failed raises CacheError: training on a silently shrunken
         split would give a wrong table."""
@@ -312,14 +315,16 @@ class FeatureCache:
         self.memo.save()
         out: Dict[str, torch.Tensor] = {}
         errors: Dict[str, str] = {}
-        loaded: Dict[Path, torch.Tensor] = {}
+        frames: Dict[str, Tuple[int, int, int]] = {}
+        loaded: Dict[Path, tuple] = {}
         missing = []
         for uid, k in keys.items():
             if k in where:
                 shard, row = where[k]
                 if shard not in loaded:
-                    loaded[shard] = self._read_shard(shard)[2]
-                out[uid] = loaded[shard][row]
+                    loaded[shard] = self._read_shard(shard)[2:]
+                out[uid] = loaded[shard][0][row]
+                frames[uid] = tuple(int(x) for x in loaded[shard][1][row])
             elif k in failed:
                 errors[uid] = failed[k]
             else:
@@ -327,4 +332,4 @@ class FeatureCache:
         if missing:
             raise CacheError(f"{self.dir}: {len(missing)} utterance(s) not cached, e.g. {missing[:3]}; "
                              "run the extraction first")
-        return out, errors
+        return (out, errors, frames) if with_frames else (out, errors)

@@ -43,10 +43,10 @@ def utts(tmp_path):
 def test_time_means_uses_featurizer_frames():
     h = torch.arange(10, dtype=torch.float32).view(1, 10, 1)
     # round(3000 / 320) = 9 frames of the 10 produced
-    m, n = time_means([h, h * 2], 3000, 320)
-    assert n == 9 and m[:, 0].tolist() == pytest.approx([4.0, 8.0])
+    m, n, produced = time_means([h, h * 2], 3000, 320)
+    assert n == 9 and produced == 10 and m[:, 0].tolist() == pytest.approx([4.0, 8.0])
     # the upstream made fewer frames than round(len / rate): all of them are used
-    m, n = time_means([h], 3500, 320)
+    m, n, _ = time_means([h], 3500, 320)
     assert n == 10 and m[0, 0].item() == pytest.approx(4.5)
 
 
@@ -55,10 +55,11 @@ def test_extract_load_and_reuse(tmp_path, utts):
     rep = cache.extract(utts, _featurize, _load)
     assert rep.extracted == 5 and rep.reused == 0 and not rep.failed
     assert len(list(cache.dir.glob("shard-*.safetensors"))) == 3
-    feats, errors = cache.load(utts)
+    feats, errors, frames = cache.load(utts, with_frames=True)
     assert not errors
+    assert frames["u1"] == (16480 // RATE, 16480 // RATE, 16480)  # fewer produced than round(): all used
     for u in utts:
-        expected, _ = _featurize(_load(u))
+        expected = _featurize(_load(u))[0]
         torch.testing.assert_close(feats[u.id], expected)
     rep = cache.extract(utts, _featurize, _load)
     assert rep.extracted == 0 and rep.reused == 5
