@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pretrain.targets.frames import SAMPLE_RATE, WAVLM_FRONT_END
+from pretrain.targets.frames import SAMPLE_RATE, care_min_samples
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 
@@ -31,12 +31,16 @@ class AudioChecks:
     """Thresholds that decide when a file is too broken to give a target.
 
     ``silence_peak``: a peak amplitude below this (full scale 1.0) is digital silence or a dead
-    channel; its normalised features would be noise. ``min_samples`` defaults to the conv receptive
-    field: shorter audio gives zero model frames, hence no acoustic target.
+    channel; its normalised features would be noise. ``min_samples`` None means the conv receptive
+    field (400): shorter audio gives zero model frames, hence no acoustic target.
     """
 
     silence_peak: float = 1e-4
-    min_samples: int = WAVLM_FRONT_END.receptive_field
+    min_samples: Optional[int] = None
+
+    @property
+    def effective_min_samples(self) -> int:
+        return care_min_samples() if self.min_samples is None else int(self.min_samples)
 
 
 @dataclass
@@ -69,8 +73,8 @@ def load_audio(path: Path | str, checks: AudioChecks = AudioChecks()) -> Wavefor
     peak = float(np.abs(mono).max()) if mono.size else 0.0
     if peak < checks.silence_peak:
         raise BadAudioError(path, "silent", f"peak {peak:.2e} < {checks.silence_peak:.0e}")
-    if mono.shape[0] < checks.min_samples:
-        raise BadAudioError(path, "too_short", f"{mono.shape[0]} samples at 16 kHz < {checks.min_samples}")
+    if mono.shape[0] < checks.effective_min_samples:
+        raise BadAudioError(path, "too_short", f"{mono.shape[0]} samples at 16 kHz < {checks.effective_min_samples}")
     return Waveform(mono, int(sr), channels)
 
 

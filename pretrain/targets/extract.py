@@ -24,7 +24,7 @@ import numpy as np
 
 from pretrain.targets.acoustic import AcousticSettings, build_acoustic, to_model_frames
 from pretrain.targets.audio import AudioChecks, BadAudioError, list_audio, load_audio, partition
-from pretrain.targets.frames import SAMPLE_RATE, care_frame_count
+from pretrain.targets.frames import SAMPLE_RATE, care_frame_count, care_hop
 from pretrain.targets.store import (
     RUN_FILE,
     ChunkRecord,
@@ -113,10 +113,10 @@ def _run_settings(cfg: ExtractConfig, items, table: Optional[TranscriptTable]) -
         "acoustic": cfg.acoustic.kind,
         "acoustic_subsample": cfg.acoustic.subsample,
         "acoustic_std_offset": cfg.acoustic.std_offset,
-        "acoustic_rate_hz": SAMPLE_RATE // 320,
+        "acoustic_rate_hz": SAMPLE_RATE // care_hop(),
         "sample_rate": SAMPLE_RATE,
         "silence_peak": cfg.checks.silence_peak,
-        "min_samples": cfg.checks.min_samples,
+        "min_samples": cfg.checks.effective_min_samples,
     }
 
 

@@ -1,55 +1,35 @@
-"""The one place that says how many 50 Hz frames CARE produces for a waveform.
+"""How many 50 Hz frames CARE produces for a waveform: the model's own formula, imported, not copied.
 
 Targets are cut to exactly this count so that a stored acoustic target lines up frame for frame with
-the model output. Frame ``t`` covers samples ``[320 t, 320 t + 400)`` of the 16 kHz waveform; a
-trainer that crops the waveform at sample ``s`` (a multiple of the hop) crops targets at ``s // 320``.
+the model output. For the WavLM front end it is floor((N - 400) / 320) + 1 (0 below 400 samples);
+frame ``t`` covers samples ``[320 t, 320 t + 400)`` of the 16 kHz waveform, so a trainer that crops
+the waveform at sample ``s`` (a multiple of 320) crops the targets at frame ``s // 320``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from functools import lru_cache
 
 SAMPLE_RATE = 16000
 
 
-@dataclass(frozen=True)
-class ConvFrontEnd:
-    """Kernel sizes and strides of the WavLM-base conv front end that CARE keeps frozen (SPEC §1)."""
+@lru_cache(maxsize=1)
+def _care_config():
+    from care_upstream.config import CareConfig
 
-    kernels: Tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
-    strides: Tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
-
-    def __post_init__(self):
-        if len(self.kernels) != len(self.strides):
-            raise ValueError(f"conv front end: {len(self.kernels)} kernels but {len(self.strides)} strides")
-
-    @property
-    def hop(self) -> int:
-        hop = 1
-        for s in self.strides:
-            hop *= s
-        return hop
-
-    @property
-    def receptive_field(self) -> int:
-        field, jump = 1, 1
-        for k, s in zip(self.kernels, self.strides):
-            field += (k - 1) * jump
-            jump *= s
-        return field
+    return CareConfig.base()
 
 
-WAVLM_FRONT_END = ConvFrontEnd()
+def care_frame_count(n_samples: int) -> int:
+    """Front-end frames of the full-size CARE model for ``n_samples`` 16 kHz samples (>= 0)."""
+    return int(_care_config().num_frames(int(n_samples)))
 
 
-def care_frame_count(n_samples: int, front_end: ConvFrontEnd = WAVLM_FRONT_END) -> int:
-    """Frames the conv front end yields for ``n_samples`` at 16 kHz: floor((N - 400) / 320) + 1, >= 0.
+def care_hop() -> int:
+    """Samples per model frame (320): the product of the conv strides."""
+    return int(_care_config().downsample_rate)
 
-    Applied layer by layer (``floor((L - k) / s) + 1`` each, as torchaudio's ConvLayerBlock does);
-    for stacked unpadded convs this equals the closed form with the receptive field and the hop.
-    """
-    length = int(n_samples)
-    for k, s in zip(front_end.kernels, front_end.strides):
-        length = max((length - k) // s + 1, 0)
-    return length
+
+def care_min_samples() -> int:
+    """Shortest waveform that gives one model frame (the conv receptive field, 400)."""
+    return int(_care_config().min_samples("care_acoustic"))

