@@ -90,34 +90,54 @@ TRUST_PICKLE_HINT = (
 # --------------------------------------------------------------------------------------------
 # Reading the file
 # --------------------------------------------------------------------------------------------
-def _stub_class(module: str, name: str) -> type:
-    """Stand-in for a class the pickle names but this environment lacks.
+REAL_PICKLE_MODULES = ("torch", "collections", "copyreg", "copy_reg", "_codecs", "numpy", "builtins", "__builtin__")
+"""Globals a trusted pickle may resolve for real: what tensors, parameters and containers need
+(``__builtin__`` / ``copy_reg``: their Python 2 names in protocol-2 pickles, which torch writes).
+Every other class (the authors' own, transformers', tokenizers') becomes a weights-only stand-in,
+so neither missing authors' code nor transformers version drift can break the conversion."""
 
-    The authors' classes live in their training script (``__main__.EmotionClassifier``) and in
-    ``model_pase.py``; neither is importable here. As an ``nn.Module`` subclass the stand-in
-    takes the pickled ``__dict__`` (parameters, buffers, submodules) so ``state_dict()`` works.
+
+def _stub_class(module: str, name: str) -> type:
+    """Stand-in for a class named by the pickle.
+
+    As an ``nn.Module`` subclass the stand-in takes a pickled module's ``__dict__`` (parameters,
+    buffers, submodules), so ``state_dict()`` of the whole tree works; other objects (a pickled
+    tokenizer, configs) are kept as opaque state.
     """
 
     def __init__(self, *args, **kwargs):  # called only if the pickle instantiates it directly
         nn.Module.__init__(self)
 
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            nn.Module.__setstate__(self, state)
+        else:
+            nn.Module.__init__(self)
+            object.__setattr__(self, "_stub_state", state)
+
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"stand-in for {module}.{name}: holds weights only, cannot run")
 
-    return type(name, (nn.Module,), {"__module__": f"care_stub.{module}", "__init__": __init__, "forward": forward})
+    return type(
+        name,
+        (nn.Module,),
+        {"__module__": f"care_stub.{module}", "__init__": __init__, "__setstate__": __setstate__, "forward": forward},
+    )
 
 
 def _tolerant_pickle_module() -> types.ModuleType:
-    """A ``pickle_module`` for ``torch.load`` that substitutes weights-only stand-ins for classes
-    that cannot be imported (the authors' own)."""
+    """A ``pickle_module`` for ``torch.load`` that resolves only :data:`REAL_PICKLE_MODULES`
+    and substitutes weights-only stand-ins for every other class."""
+    stubs: dict[tuple[str, str], type] = {}
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module, name):
-            try:
+            if module.split(".")[0] in REAL_PICKLE_MODULES:
                 return super().find_class(module, name)
-            except (ImportError, AttributeError):
-                logger.info("pickle names %s.%s, not importable here: using a weights-only stand-in", module, name)
-                return _stub_class(module, name)
+            if (module, name) not in stubs:
+                logger.info("pickle names %s.%s: using a weights-only stand-in", module, name)
+                stubs[module, name] = _stub_class(module, name)
+            return stubs[module, name]
 
     mod = types.ModuleType("care_tolerant_pickle")
     mod.Unpickler = Unpickler
@@ -125,7 +145,6 @@ def _tolerant_pickle_module() -> types.ModuleType:
     mod.loads = pickle.loads
     mod.dump, mod.dumps = pickle.dump, pickle.dumps
     mod.UnpicklingError = pickle.UnpicklingError
-    mod.__name__ = "care_tolerant_pickle"
     return mod
 
 

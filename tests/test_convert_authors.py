@@ -150,7 +150,15 @@ def test_state_dict_converts_to_equal_outputs(tmp_path, layout):
 def pickled_authors_file(tmp_path, monkeypatch):
     """``torch.save(model)`` the way the authors' trainer does it: classes from their
     ``model_pase`` module and their training script's ``__main__``, which are then gone."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
     authors = _authors_model(seed=3, legacy_weight_norm=True)
+    # Their SpeechTextModel also pickles its RoBERTa tokenizer (a Rust-backed object).
+    authors.joint_model.tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
+    )
     fake = types.ModuleType("model_pase")
     monkeypatch.setitem(sys.modules, "model_pase", fake)
     main_mod = sys.modules["__main__"]
@@ -180,9 +188,10 @@ def test_pickled_module_converts_with_trust(pickled_authors_file, tmp_path, capl
     src, authors = pickled_authors_file
     with caplog.at_level("INFO", logger="care_upstream.convert_authors"):
         state = read_authors_checkpoint(src, trust_pickle=True)
-    # The authors' classes are not importable: weights come through stand-ins.
-    assert "model_pase.AuthorsSpeechTextModel, not importable" in caplog.text
-    assert "__main__.AuthorsEmotionClassifier, not importable" in caplog.text
+    # The authors' classes are not importable (and transformers' are not trusted): stand-ins.
+    assert "model_pase.AuthorsSpeechTextModel: using a weights-only stand-in" in caplog.text
+    assert "__main__.AuthorsEmotionClassifier: using a weights-only stand-in" in caplog.text
+    assert "modeling_wavlm.WavLMEncoderLayer: using a weights-only stand-in" in caplog.text
     assert "joint_model.pos_conv.conv.weight_g" in state
     report = _convert(src, tmp_path / "care", trust_pickle=True)
     assert report.ok
