@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -39,9 +39,10 @@ def _read(path: Path, start: Optional[float], end: Optional[float]) -> Tuple[np.
         info = sf.info(str(path))
         sr = info.samplerate
         first = int(round(start * sr)) if start else 0
-        last = int(round(end * sr)) if end is not None else -1
-        data, sr = sf.read(str(path), start=first, stop=None if last < 0 else last,
-                           dtype="float32", always_2d=True)
+        last = min(int(round(end * sr)), info.frames) if end is not None else None
+        if last is not None and last <= first:
+            return np.zeros((0, info.channels), dtype=np.float32), sr
+        data, sr = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
         return data, sr
     except Exception as sf_error:  # formats libsndfile does not know (mp4, ...)
         try:
@@ -54,19 +55,34 @@ def _read(path: Path, start: Optional[float], end: Optional[float]) -> Tuple[np.
         return data[first:last], sr
 
 
+Segments = Optional[Sequence[Tuple[float, float]]]
+
+
+def _read_segments(path: Path, segments: Segments) -> Tuple[np.ndarray, int]:
+    """The whole file, or the (start, end)-second pieces concatenated (DAIC-WOZ windows span turns)."""
+    if not segments:
+        data, sr = _read(path, None, None)
+    else:
+        parts = [_read(path, s, e) for s, e in segments]
+        sr = parts[0][1]
+        data = np.concatenate([d for d, _ in parts], axis=0)
+    if data.size == 0:
+        raise AudioError(path, "no samples" if not segments else f"no samples in segment(s) {list(segments)}")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "NaN or infinite samples")
+    return data, sr
+
+
 def load_audio(path, cfg: AudioConfig = AudioConfig(), start: Optional[float] = None,
-               end: Optional[float] = None, crop_pad: bool = True) -> torch.Tensor:
-    """1-D float32 tensor at `cfg.sample_rate`; `start`/`end` (seconds) select a segment.
+               end: Optional[float] = None, crop_pad: bool = True, segments: Segments = None) -> torch.Tensor:
+    """1-D float32 tensor at `cfg.sample_rate`; `start`/`end` or `segments` (seconds) select audio.
 
     Cropping keeps the first `max_seconds` (deterministic, as s3prl's stock tasks do); padding
     appends zeros. `crop_pad=False` returns the resampled signal untouched (used to measure).
     """
-    path = Path(path)
-    data, sr = _read(path, start, end)
-    if data.size == 0:
-        raise AudioError(path, "no samples")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "NaN or infinite samples")
+    if start is not None or end is not None:
+        segments = [(start or 0.0, end)]
+    data, sr = _read_segments(Path(path), segments)
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
     if sr != cfg.sample_rate:
         wav = torchaudio.functional.resample(wav, sr, cfg.sample_rate)
@@ -85,12 +101,7 @@ def crop_or_pad(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Te
     return wav
 
 
-def probe_audio(path, start: Optional[float] = None, end: Optional[float] = None) -> float:
-    """Check a file fully (readable, non-empty, finite) and return its duration in seconds."""
-    path = Path(path)
-    data, sr = _read(path, start, end)
-    if data.size == 0:
-        raise AudioError(path, "no samples")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "NaN or infinite samples")
+def probe_audio(path, segments: Segments = None) -> float:
+    """Check a file (or its segments) fully: readable, non-empty, finite; return the duration in seconds."""
+    data, sr = _read_segments(Path(path), segments)
     return len(data) / float(sr)

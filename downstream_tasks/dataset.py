@@ -38,7 +38,7 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, i: int):
         r = self.rows[i]
-        wav = load_audio(r.path, self.audio, start=r.start, end=r.end)
+        wav = load_audio(r.path, self.audio, segments=r.segments)
         return wav.numpy(), self.target(r), r.id
 
 

@@ -2,11 +2,13 @@
 
 Format (``<out>/manifest.csv``, UTF-8, header row)::
 
-    id,path,speaker,label,duration,start,end[,<target>...],fold1,...,foldK
+    id,path,speaker,label,duration,segments[,<target>...],fold1,...,foldK
 
 * ``path`` is absolute (the raw corpus is never copied); ``duration`` is the file's (or segment's)
-  length in seconds before cropping/padding; ``start``/``end`` select a segment in seconds and
-  are empty for whole files; ``label`` is empty for regression tasks, whose targets get one
+  length in seconds before cropping/padding; ``segments`` is empty for a whole file, else the
+  pieces of the file that make the utterance, ``start-end;start-end`` in seconds, concatenated
+  (one piece for a plain segment; DAIC-WOZ windows span several turns); ``label`` is empty for
+  regression tasks, whose targets get one
   column each (e.g. ``valence,arousal,dominance``).
 * ``foldN`` holds ``train``, ``dev``, ``test`` or ``-`` (not used in that fold).
 
@@ -24,12 +26,12 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 MANIFEST = "manifest.csv"
 SKIPPED = "skipped.csv"
 SUMMARY = "summary.json"
-BASE_COLUMNS = ("id", "path", "speaker", "label", "duration", "start", "end")
+BASE_COLUMNS = ("id", "path", "speaker", "label", "duration", "segments")
 FOLD_COLUMN = re.compile(r"fold\d+")
 
 
@@ -40,8 +42,7 @@ class ManifestRow:
     speaker: str
     label: Optional[str]
     duration: float
-    start: Optional[float] = None
-    end: Optional[float] = None
+    segments: Optional[List[Tuple[float, float]]] = None
     targets: Dict[str, float] = field(default_factory=dict)
     folds: Dict[str, str] = field(default_factory=dict)
 
@@ -65,13 +66,34 @@ def _fmt(x: Optional[float]) -> str:
     return "" if x is None else f"{x:.6f}".rstrip("0").rstrip(".")
 
 
+def segments_to_str(segments: Optional[Sequence[Tuple[float, float]]]) -> str:
+    if not segments:
+        return ""
+    return ";".join(f"{_fmt(s)}-{_fmt(e)}" for s, e in segments)
+
+
+def segments_from_str(text: str, where: str = "") -> Optional[List[Tuple[float, float]]]:
+    if not text:
+        return None
+    out = []
+    for part in text.split(";"):
+        s, sep, e = part.partition("-")
+        try:
+            out.append((float(s), float(e)))
+        except ValueError:
+            raise ValueError(f"{where}: bad segment {part!r} (expected start-end seconds)") from None
+        if not sep:
+            raise ValueError(f"{where}: bad segment {part!r} (expected start-end seconds)")
+    return out
+
+
 def write_manifest(path: Path, rows: Sequence[ManifestRow], fold_names: Sequence[str],
                    targets: Sequence[str] = ()) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*BASE_COLUMNS, *targets, *fold_names])
     for r in rows:
-        w.writerow([r.id, r.path, r.speaker, r.label or "", _fmt(r.duration), _fmt(r.start), _fmt(r.end),
+        w.writerow([r.id, r.path, r.speaker, r.label or "", _fmt(r.duration), segments_to_str(r.segments),
                     *(repr(float(r.targets[t])) for t in targets), *(r.folds[f] for f in fold_names)])
     atomic_write_text(path, buf.getvalue())
 
@@ -116,8 +138,7 @@ def read_manifest(path) -> Manifest:
             d = dict(zip(header, cells))
             rows.append(ManifestRow(
                 id=d["id"], path=d["path"], speaker=d["speaker"], label=d["label"] or None,
-                duration=float(d["duration"]), start=float(d["start"]) if d["start"] else None,
-                end=float(d["end"]) if d["end"] else None,
+                duration=float(d["duration"]), segments=segments_from_str(d["segments"], f"{path}:{lineno}"),
                 targets={t: float(d[t]) for t in targets}, folds={f: d[f] for f in folds}))
     return Manifest(rows, folds, targets)
 

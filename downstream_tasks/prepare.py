@@ -11,6 +11,7 @@ listed with the reason; they never reach training.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections import Counter
@@ -25,9 +26,19 @@ from downstream_tasks.manifest import (MANIFEST, SKIPPED, SUMMARY, ManifestRow, 
                                        write_manifest, write_skipped)
 
 
+def segments_of(u: Utterance):
+    """Where in its file an utterance lies: ``extra["pieces"]`` (list of (start, end)), or
+    ``extra["start"]``/``extra["end"]``; None for the whole file."""
+    if u.extra.get("pieces"):
+        return [(float(s), float(e)) for s, e in u.extra["pieces"]]
+    if u.extra.get("start") is not None or u.extra.get("end") is not None:
+        return [(float(u.extra.get("start") or 0.0), float(u.extra["end"]))]
+    return None
+
+
 def _check_one(u: Utterance):
     try:
-        return probe_audio(u.path, u.extra.get("start"), u.extra.get("end")), None
+        return probe_audio(u.path, segments_of(u)), None
     except AudioError as e:
         return None, e.problem
 
@@ -72,18 +83,27 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
     """Prepare one task; returns the summary also written to ``<out>/summary.json``."""
     spec = protocol.get_task(task)
     root, out = Path(root), Path(out)
-    parsed = protocol.get_parser(spec)(root, **dict(spec.parser_kwargs))
+    parser = protocol.get_parser(spec)
+    kwargs = dict(spec.parser_kwargs)
+    parser_skipped: List = []
+    if "skipped" in inspect.signature(parser).parameters:
+        kwargs["skipped"] = parser_skipped  # files the parser itself set aside (e.g. missing audio)
+    parsed = parser(root, **kwargs)
     ids = Counter(u.id for u in parsed)
     dup = [i for i, n in ids.items() if n > 1]
     if dup:
         raise ValueError(f"{root}: parser returned duplicate ids, e.g. {dup[:5]}")
     kept, dropped = protocol.apply_labels(spec, parsed)
+    materialize = protocol.get_materializer(spec)
+    if materialize is not None:
+        kept = materialize(kept, out / "audio", skipped=parser_skipped)
     good, durations, skipped = check_audio(kept, workers=workers, progress=progress)
+    skipped = [(getattr(e, "path", ""), getattr(e, "problem", str(e))) for e in parser_skipped] + skipped
     if not good:
         raise ValueError(f"{root}: no usable audio for task {task} ({len(skipped)} files skipped)")
     folds = protocol.assign_folds(spec, good)
     rows = [ManifestRow(id=u.id, path=str(Path(u.path).resolve()), speaker=u.speaker, label=u.label,
-                        duration=d, start=u.extra.get("start"), end=u.extra.get("end"),
+                        duration=d, segments=segments_of(u),
                         targets={t: float(u.extra[t]) for t in spec.targets},
                         folds={f: folds[f][i] for f in spec.fold_names})
             for i, (u, d) in enumerate(zip(good, durations))]

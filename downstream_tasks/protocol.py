@@ -65,6 +65,9 @@ class TaskSpec:
     `targets` names the regression targets read from ``Utterance.extra`` (rows with a NaN target
     are dropped). `speaker_independent` turns the overlap check on; `test_from_dev` says that the
     test split *is* the dev split (DAIC-WOZ reports dev), so rules only assign train/dev.
+    `materialize` ("module:function", optional) runs between parsing and the audio check as
+    ``fn(utterances, out_dir, skipped=list) -> utterances``, for corpora whose audio must be
+    converted first (MELD's mp4 clips → wav under ``<out>/audio``).
     `total_steps` is 50 epochs at batch 32 for the table's train size: ``50 * ceil(n_train / 32)``.
     """
 
@@ -82,6 +85,7 @@ class TaskSpec:
     speaker_independent: bool = True
     test_from_dev: bool = False
     table_train_size: int = 0
+    materialize: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -129,6 +133,10 @@ def _import_object(spec: str):
 
 def get_parser(spec: TaskSpec) -> Callable[..., List[Utterance]]:
     return _import_object(spec.parser)
+
+
+def get_materializer(spec: TaskSpec) -> Optional[Callable[..., List[Utterance]]]:
+    return _import_object(spec.materialize) if spec.materialize else None
 
 
 def get_fold_rule(spec: TaskSpec) -> FoldRule:
@@ -306,7 +314,8 @@ register_task(TaskSpec(
 register_task(TaskSpec(
     name="emotion_meld", corpus="meld", parser="downstream_tasks.corpora.meld:parse_meld",
     labels=("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"),
-    fold_rule="meld_official", n_folds=1, speaker_independent=False, table_train_size=9988))
+    fold_rule="meld_official", n_folds=1, speaker_independent=False, table_train_size=9988,
+    materialize="downstream_tasks.corpora.meld:extract_meld_audio"))
 register_task(TaskSpec(
     name="sentiment_mosi", corpus="mosi", parser="downstream_tasks.corpora.mosi:parse_mosi",
     labels=("negative", "positive"),
@@ -316,6 +325,8 @@ register_task(TaskSpec(
     labels=("not_depressed", "depressed"),
     label_map={"0": "not_depressed", "1": "depressed", "not_depressed": "not_depressed",
                "depressed": "depressed"},
+    # One draw of segments (seed 0). Redrawing per run = parser_kwargs={"seeds": (0, 1, 2, 3, 4)}
+    # with n_folds=5: the daicwoz_dev rule then gives fold k the segments of the k-th seed.
     fold_rule="daicwoz_dev", n_folds=1, test_from_dev=True, table_train_size=6003))
 register_task(TaskSpec(
     name="emotion_mspimprov", corpus="mspimprov", parser="downstream_tasks.corpora.mspimprov:parse_mspimprov",
