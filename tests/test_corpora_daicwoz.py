@@ -70,20 +70,23 @@ def test_misaligned_transcripts_are_shifted_onto_the_audio(full_tree, pid):
     assert flat == pytest.approx([t for span in DAIC_SPEECH for t in span], abs=1e-3)
 
 
-def test_dev_rule_uses_one_run_and_test_is_dev(full_tree):
+def test_dev_rule_uses_one_run_per_fold_and_test_is_dev(full_tree):
     root, _ = full_tree
     spec = protocol.get_task("depression_daicwoz")
-    utts, _ = protocol.apply_labels(spec, parse_daicwoz(root, seeds=(3, 7)))
-    assert len(utts) == 2 * (6003 + 2097)
+    seeds = tuple(10 + 3 * k for k in range(spec.n_folds))  # fold k uses the k-th smallest seed
+    utts, _ = protocol.apply_labels(spec, parse_daicwoz(root, seeds=seeds))
+    assert len(utts) == len(seeds) * (6003 + 2097)
     folds = protocol.assign_folds(spec, utts)  # speaker check: train and dev participants disjoint
-    counts = Counter(folds["fold1"])
-    assert counts == {"train": 6003, "dev": 2097, "-": 8100}
-    assert {u.extra["run"] for u, s in zip(utts, folds["fold1"]) if s != "-"} == {3}
-    second = daicwoz.daicwoz_dev(utts, 1)
-    assert {u.extra["run"] for u, s in zip(utts, second) if s != "-"} == {7}
-    assert daicwoz.daicwoz_dev(utts, 0, run=7) == second
+    for k, name in enumerate(spec.fold_names):
+        expected = Counter({"train": 6003, "dev": 2097, "-": (len(seeds) - 1) * 8100})
+        assert Counter(folds[name]) == +expected  # unary + drops a zero "-" count
+        assert {u.extra["run"] for u, s in zip(utts, folds[name]) if s != "-"} == {seeds[k]}
+    two = [u for u in utts if u.extra["run"] in seeds[:1]] + parse_daicwoz(root, seeds=(99,))
+    assert daicwoz.daicwoz_dev(two, 0, run=99) == daicwoz.daicwoz_dev(two, 1)
     with pytest.raises(ValueError, match="no segments drawn for run 5"):
-        daicwoz.daicwoz_dev(utts, 0, run=5)
+        daicwoz.daicwoz_dev(two, 0, run=5)
+    with pytest.raises(ValueError, match="fold 3 needs 3 drawn runs"):
+        daicwoz.daicwoz_dev(two, 2)
 
 
 def test_sync_markers_interruptions_and_no_ellie(tmp_path):
