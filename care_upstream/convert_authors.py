@@ -36,7 +36,6 @@ import logging
 import os
 import pickle
 import re
-import sys
 import types
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -292,7 +291,7 @@ def convert_authors_checkpoint(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``care-superb convert-authors SRC --out DIR [--trust-pickle]``."""
+    """``care-superb convert-authors SRC --out DIR [--trust-pickle]``; exits with status 2 on a bad checkpoint."""
     parser = argparse.ArgumentParser(
         prog="care-superb convert-authors",
         description="Convert the CARE authors' pre-trained checkpoint into a CARE model folder "
@@ -315,8 +314,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             text_config=args.text_config, wavlm_config=args.wavlm_config,
         )
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        # SystemExit rather than a return code: `care-superb` ignores main()'s return value.
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(report.summary())
     print(f"wrote {Path(args.out) / 'config.json'} and {Path(args.out) / 'model.safetensors'}")
     return 0

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import RobertaModel, WavLMModel
 
 from care_upstream.config import CareConfig
-from care_upstream.convert_authors import convert_authors_checkpoint, main, read_authors_checkpoint
+from care_upstream.convert_authors import convert_authors_checkpoint, read_authors_checkpoint
 from care_upstream.load import CheckpointError, PickledObjectsError
 from care_upstream.model import CARE
 
@@ -173,14 +173,18 @@ def pickled_authors_file(tmp_path, monkeypatch):
     return src, authors
 
 
-def test_pickled_module_refused_without_trust(pickled_authors_file, tmp_path):
+def test_pickled_module_refused_without_trust(pickled_authors_file, tmp_path, capsys):
+    from care_superb.cli import main as cli_main
+
     src, _ = pickled_authors_file
     with pytest.raises(PickledObjectsError) as err:
         _convert(src, tmp_path / "care")
     msg = str(err.value)
     assert str(src) in msg and "executes code" in msg and "--trust-pickle" in msg and "trust_pickle=True" in msg
     assert not (tmp_path / "care").exists()
-    assert main([str(src), "--out", str(tmp_path / "care2")]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["convert-authors", str(src), "--out", str(tmp_path / "care2")])
+    assert exit_.value.code == 2 and "--trust-pickle" in capsys.readouterr().err
     assert not (tmp_path / "care2").exists()
 
 
@@ -203,9 +207,10 @@ def test_cli_main(tmp_path, capsys):
     torch.save(authors.state_dict(), tmp_path / "sd.pt")
     (tmp_path / "wavlm.json").write_text(__import__("json").dumps(TINY.wavlm))
     (tmp_path / "text.json").write_text(__import__("json").dumps(TINY.text))
-    rc = main([str(tmp_path / "sd.pt"), "--out", str(tmp_path / "out"),
-               "--wavlm-config", str(tmp_path / "wavlm.json"), "--text-config", str(tmp_path / "text.json")])
-    assert rc == 0
+    from care_superb.cli import main as cli_main
+
+    cli_main(["convert-authors", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "out"),
+              "--wavlm-config", str(tmp_path / "wavlm.json"), "--text-config", str(tmp_path / "text.json")])
     assert "0 missing, 0 unexpected" in capsys.readouterr().out
     _assert_same_outputs(authors, tmp_path / "out")
 
