@@ -162,6 +162,11 @@ def make_meld(root: Path, real_clips: Optional[bool] = None) -> List[Dict]:
         shutil.copy(template, extra) if real else extra.write_bytes(b"placeholder mp4")
     if template is not None:
         template.unlink()
+    # Unzipped on a Mac: resource-fork shadows of a clip folder and a CSV (parsers must ignore them).
+    shadow = base / "__MACOSX" / MELD_CLIP_DIRS["train"]
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "._dia0_utt0.mp4").write_bytes(b"\x00\x05\x16\x07")
+    (base / "__MACOSX" / "._dev_sent_emo.csv").write_bytes(b"\x00\x05\x16\x07")
     return truth
 
 
@@ -187,6 +192,9 @@ def make_mosi(root: Path, missing_wav: Optional[str] = None) -> List[Dict]:
             write_tone(seg / f"{key}.wav", freq=150 + 20 * i)
             truth.append(dict(id=f"mosi-{key}", video=vid, segment=k, score=score))
     write_tone(seg / "I5y0__X72p0_99.wav")  # no label row: ignored
+    shadow = root / "__MACOSX" / "Raw" / "Audio" / "WAV_16000" / "Segmented"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "._I5y0__X72p0_1.wav").write_bytes(b"\x00\x05\x16\x07")
     (base / "Labels").mkdir(parents=True, exist_ok=True)
     (base / "Labels" / "OpinionLevelSentiment.csv").write_text("\n".join(lines) + "\n")
     (base / "Transcript" / "Segmented").mkdir(parents=True, exist_ok=True)

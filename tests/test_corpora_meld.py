@@ -35,6 +35,18 @@ def test_rows_become_utterances_with_official_splits(tmp_path):
     assert Counter(u.extra["split"] for u in utts) == {"train": 5, "dev": 2, "test": 2}
 
 
+def test_identical_csv_copies_are_accepted_different_ones_refused(tmp_path):
+    make_meld(tmp_path, real_clips=False)
+    dev = tmp_path / "MELD.Raw" / "dev_sent_emo.csv"
+    copy = tmp_path / "MELD" / "data" / "MELD" / "dev_sent_emo.csv"  # declare-lab/MELD checkout, LF endings
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(dev.read_bytes().replace(b"\r\n", b"\n"))
+    assert len(parse_meld(tmp_path, splits=("dev",))) == 2
+    copy.write_bytes(dev.read_bytes().replace(b",disgust,", b",anger,"))
+    with pytest.raises(CorpusError, match="2 different 'dev_sent_emo.csv' found"):
+        parse_meld(tmp_path, splits=("dev",))
+
+
 def test_known_bad_rows_are_dropped_even_in_strict_mode(tmp_path):
     make_meld(tmp_path, real_clips=False)
     utts = parse_meld(tmp_path, strict=True)

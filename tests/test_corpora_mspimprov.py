@@ -42,6 +42,13 @@ def test_misspelled_label_file_and_flat_root(tmp_path):
     assert len(parse_mspimprov(tmp_path)) == len(truth)
 
 
+def test_blocks_without_blank_lines_between_are_still_separate(tmp_path):
+    truth = make_mspimprov(tmp_path)
+    path = tmp_path / "Evaluation.txt"
+    path.write_text(path.read_text().replace("\n\n", "\n").replace("\n", "\r\n"))
+    assert set(read_evaluation(path)) == set(truth)
+
+
 def test_nan_targets_are_dropped_and_reported(tmp_path):
     nan_name = msp_name("01A", "M02", "S")
     truth = make_mspimprov(tmp_path, nan_for=(nan_name,))
@@ -88,7 +95,8 @@ def test_missing_wav_is_skipped_or_strict_raises(tmp_path):
 
 @pytest.mark.parametrize("old, new, message", [
     ("UTD-IMPROV-S01A-F01-S-FM01.avi; A;", "UTD-IMPROV-S01A-F01-S-FM01.avi; Q;", r"line 1: unknown consensus code 'Q'"),
-    ("UTD-IMPROV-S01A-F01-S-FM01.avi;", "UTD-IMPROV-S01A-F01-S-FM01.mp4;", r"line 1: block does not start with"),
+    ("UTD-IMPROV-S01A-F01-S-FM01.avi;", "UTD-IMPROV-S01A-F01-S-FM01.mp4;", r"line 1: malformed block header"),
+    ("UTD-IMPROV-S01A-F01-S-FM01.avi;", "Clip S01A-F01-S-FM01.avi;", r"line 1: block does not start with"),
     ("UTD-IMPROV-S01A-F01-S-FM01.avi;", "UTD-IMPROV-S01A-F1-S-FM01.avi;", r"line 1: unexpected utterance name"),
     ("A:2.000000; V:1.000000", "A:2.000000; Z:1.000000", r"line 1: unexpected field 'Z:1.000000'"),
     ("A:2.000000; V:1.000000", "A:2.000000; V:7.000000", r"line 1: 'V:7.000000' outside \[1.0, 5.0\]"),

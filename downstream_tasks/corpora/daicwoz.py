@@ -84,6 +84,11 @@ def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
         skipped.append(err)
 
 
+def _visible(root: Path, path: Path) -> bool:
+    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+
+
 def _int_cell(path: Path, line: int, column: str, cell: Optional[str], required: bool) -> Optional[int]:
     cell = (cell or "").strip()
     if not cell:
@@ -193,7 +198,7 @@ def participant_intervals(pid: int, rows: Sequence[Tuple[float, float, str, str,
 
 def _find_unique(root: Path, name: str) -> Path:
     hits = [p for p in sorted(root.rglob(name))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+            if p.is_file() and _visible(root, p)]
     if not hits:
         raise CorpusError(root, f"no {name} under the DAIC-WOZ root")
     if len(hits) > 1:
@@ -205,7 +210,7 @@ def _participant_dirs(root: Path) -> Dict[int, Path]:
     dirs: Dict[int, Path] = {}
     for p in sorted(root.rglob("*_P")):
         m = PARTICIPANT_DIR_RE.match(p.name)
-        if not m or not p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
+        if not m or not p.is_dir() or not _visible(root, p):
             continue
         pid = int(m.group(1))
         if pid in dirs:

@@ -45,6 +45,11 @@ def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
         skipped.append(err)
 
 
+def _visible(root: Path, path: Path) -> bool:
+    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+
+
 def parse_label_file(path: Path) -> List[dict]:
     """Consensus blocks of one `EmoEvaluation/<dialog>.txt`: id, code, start/end seconds, V/A/D.
 
@@ -53,10 +58,8 @@ def parse_label_file(path: Path) -> List[dict]:
     """
     path = Path(path)
     rows = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(path, f"not UTF-8 text ({exc})") from exc
+    # Rater comments may hold stray non-UTF-8 bytes; only the ASCII `[` lines matter.
+    text = path.read_text(encoding="utf-8", errors="replace")
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.startswith("["):
             continue
@@ -83,7 +86,7 @@ def _find_release_root(root: Path) -> Path:
     if (root / "Session1").is_dir():
         return root
     candidates = sorted(p.parent for p in root.rglob("Session1") if p.is_dir()
-                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                        and _visible(root, p))
     if not candidates:
         raise CorpusError(root, "no Session1 folder found (expected IEMOCAP_full_release/Session1..5)")
     return candidates[0]

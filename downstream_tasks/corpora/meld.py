@@ -45,24 +45,35 @@ def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
         skipped.append(err)
 
 
+def _visible(root: Path, path: Path) -> bool:
+    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+
+
 def _find_unique(root: Path, name: str, want_dir: bool) -> Path:
     hits = [p for p in (iter_dirs(root, name) if want_dir else iter_files(root, name))]
     if not hits:
         kind = "folder" if want_dir else "file"
         raise CorpusError(root, f"no {kind} named {name!r} anywhere under the MELD root")
     if len(hits) > 1:
-        # Copies of the CSVs (e.g. declare-lab/MELD `data/MELD/`) are fine if identical.
-        if not want_dir and len({h.read_bytes() for h in hits}) == 1:
+        # Copies of the CSVs (e.g. declare-lab/MELD `data/MELD/`) are fine if they hold the same rows;
+        # line endings or quoting may differ between copies.
+        if not want_dir and len({_row_key(h) for h in hits}) == 1:
             return hits[0]
         raise CorpusError(root, f"{len(hits)} different {name!r} found: {', '.join(map(str, hits))}")
     return hits[0]
+
+
+def _row_key(path: Path) -> tuple:
+    return tuple((r["Dialogue_ID"].strip(), r["Utterance_ID"].strip(), r["Emotion"].strip(), r["Utterance"])
+                 for r in read_meld_csv(path))
 
 
 def iter_dirs(root: Path, name: str):
     """Folders called `name` under `root`, skipping hidden path parts."""
     root = Path(root)
     for p in sorted(root.rglob(name)):
-        if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+        if p.is_dir() and _visible(root, p):
             yield p
 
 

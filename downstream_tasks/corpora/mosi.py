@@ -45,6 +45,11 @@ def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
         skipped.append(err)
 
 
+def _visible(root: Path, path: Path) -> bool:
+    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+
+
 def _find_one(root: Path, hits: list, what: str) -> Path:
     if not hits:
         raise CorpusError(root, f"no {what} under the CMU-MOSI root")
@@ -89,7 +94,7 @@ def parse_mosi(root: Path | str, *, strict: bool = False, skipped: Optional[list
         raise CorpusError(root, "CMU-MOSI root is not a directory")
     label_csv = _find_one(root, list(iter_files(root, LABEL_CSV)), f"Labels/{LABEL_CSV}")
     seg_dirs = [p for p in sorted(root.rglob("Segmented")) if p.is_dir() and p.parent.name == "WAV_16000"
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+                and _visible(root, p)]
     seg_dir = _find_one(root, seg_dirs, "Audio/WAV_16000/Segmented folder")
     out: List[Utterance] = []
     seen = set()

@@ -59,12 +59,15 @@ def read_evaluation(path: Path) -> Dict[str, dict]:
         if not line:
             expect_header = True
             continue
-        if not expect_header:
+        # A header is recognised by its prefix, so a missing blank line cannot hide a block.
+        if not line.startswith("UTD-IMPROV-"):
+            if expect_header:
+                raise CorpusError(path, f"line {lineno}: block does not start with `UTD-IMPROV-….avi;`: {line!r}")
             continue  # rater line: `<rater>; <Angry|Happy|Sad|Neutral|Other>; …`
         expect_header = False
         m = HEADER_RE.match(line)
         if not m:
-            raise CorpusError(path, f"line {lineno}: block does not start with `UTD-IMPROV-….avi;`: {line!r}")
+            raise CorpusError(path, f"line {lineno}: malformed block header (expected `UTD-IMPROV-….avi;`): {line!r}")
         name = f"MSP-IMPROV-{m.group(1)}"
         if not NAME_RE.match(name):
             raise CorpusError(path, f"line {lineno}: unexpected utterance name {m.group(1)!r}")
