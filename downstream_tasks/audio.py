@@ -35,18 +35,26 @@ class AudioConfig:
 
 def _read(path: Path, start: Optional[float], end: Optional[float]) -> Tuple[np.ndarray, int]:
     """(frames, channels) float32 and the file's rate; soundfile first, torchaudio for the rest."""
+    # Opened by Python, not by name: libsndfile cannot open a path that is not valid UTF-8
+    # (raw CP437 folder names in CaFE), while Python's open() takes the surrogate-escaped bytes.
     try:
-        info = sf.info(str(path))
-        sr = info.samplerate
-        first = int(round(start * sr)) if start else 0
-        last = min(int(round(end * sr)), info.frames) if end is not None else None
-        if last is not None and last <= first:
-            return np.zeros((0, info.channels), dtype=np.float32), sr
-        data, sr = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
-        return data, sr
+        with open(path, "rb") as f, sf.SoundFile(f) as snd:
+            sr = snd.samplerate
+            first = int(round(start * sr)) if start else 0
+            last = min(int(round(end * sr)), snd.frames) if end is not None else snd.frames
+            if last <= first:
+                return np.zeros((0, snd.channels), dtype=np.float32), sr
+            snd.seek(first)
+            return snd.read(last - first, dtype="float32", always_2d=True), sr
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
     except Exception as sf_error:  # formats libsndfile does not know (mp4, ...)
         try:
-            wav, sr = torchaudio.load(str(path))
+            try:
+                wav, sr = torchaudio.load(str(path))
+            except UnicodeEncodeError:
+                with open(path, "rb") as f:
+                    wav, sr = torchaudio.load(f)
         except Exception as ta_error:
             raise AudioError(path, f"unreadable ({sf_error}; {ta_error})") from None
         data = wav.T.numpy()

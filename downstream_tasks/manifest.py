@@ -48,12 +48,15 @@ class ManifestRow:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write next to the target and rename, so a crash never leaves half a manifest behind."""
+    """Write next to the target and rename, so a crash never leaves half a manifest behind.
+
+    UTF-8 with ``surrogateescape``: a path whose bytes are not UTF-8 (CaFE unzipped by Info-ZIP
+    has raw CP437 folder names) is written back byte for byte and reads back as the same path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -118,7 +121,7 @@ def read_manifest(path) -> Manifest:
         path = path / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run `care-superb prepare <task> --root ... --out {path.parent}`")
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
