@@ -180,3 +180,17 @@ def test_fixture_rows_are_what_the_repairs_expect():
     """Guard the fixture itself: chatter precedes Ellie, the sync row sits between the two turns."""
     assert DAIC_ROWS[0][2] == "Participant" and DAIC_ROWS[0][1] < DAIC_ROWS[1][0]
     assert SR == DaicWozConfig().sample_rate
+
+
+def test_prepare_keeps_every_segment_as_a_10s_manifest_row(tmp_path):
+    from downstream_tasks.manifest import read_manifest
+    from downstream_tasks.prepare import prepare_task
+
+    make_daicwoz(tmp_path / "raw", n_train=4, n_train_dep=1, n_dev=3, n_dev_dep=1)
+    summary = prepare_task("depression_daicwoz", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
+    per_run_train, per_run_dev = 100 + 3 * 39, 100 + 2 * 39
+    runs = summary["n_utterances"] // (per_run_train + per_run_dev)
+    assert runs >= 1 and summary["n_utterances"] == runs * (per_run_train + per_run_dev)
+    manifest = read_manifest(tmp_path / "out")
+    assert all(r.duration == pytest.approx(10.0) for r in manifest.rows)
+    assert Counter(r.folds["fold1"] for r in manifest.rows)["train"] == per_run_train

@@ -117,3 +117,17 @@ def test_utterance_under_wrong_session_is_refused(tmp_path):
     lf.write_text(lf.read_text().replace("Ses01F_impro01_M003", "Ses02F_impro01_M003"))
     with pytest.raises(CorpusError, match="Ses02F_impro01_M003 listed under Session1"):
         parse_iemocap(tmp_path, sessions=(1,))
+
+
+def test_prepare_writes_a_manifest_with_five_session_folds(tmp_path):
+    from downstream_tasks.manifest import read_manifest
+    from downstream_tasks.prepare import prepare_task
+
+    truth = make_iemocap(tmp_path / "raw")
+    summary = prepare_task("emotion_iemocap4", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
+    n4 = sum(t["code"] in ("ang", "hap", "exc", "sad", "neu") for t in truth)
+    assert summary["n_utterances"] == n4 and summary["n_skipped"] == 0
+    manifest = read_manifest(tmp_path / "out")
+    assert len(manifest.rows) == n4 and manifest.fold_names == [f"fold{k}" for k in range(1, 6)]
+    row = next(r for r in manifest.rows if r.id == "iemocap-Ses01F_impro01_M003")
+    assert (row.speaker, row.label, row.folds["fold1"], row.folds["fold5"]) == ("Ses01M", "angry", "test", "dev")

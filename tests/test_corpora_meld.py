@@ -140,3 +140,15 @@ def test_extraction_gives_16k_mono_wavs_and_skips_corrupt_clips(tmp_path):
     before = {u.path: u.path.stat().st_mtime_ns for u in out}
     again = extract_meld_audio(utts, tmp_path / "wav", ffmpeg="/nonexistent/ffmpeg")
     assert {u.path: u.path.stat().st_mtime_ns for u in again} == before
+
+
+def test_prepare_lists_the_known_bad_clips_as_skipped(tmp_path):
+    from downstream_tasks.prepare import prepare_task
+
+    if not have_ffmpeg():
+        pytest.skip("ffmpeg not on PATH: MELD preparation converts clips")
+    truth = make_meld(tmp_path / "raw")
+    summary = prepare_task("emotion_meld", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
+    assert summary["n_utterances"] == len(truth)
+    skipped = (tmp_path / "out" / "skipped.csv").read_text()
+    assert "dia125_utt3" in skipped and "dia110_utt7" in skipped

@@ -101,3 +101,15 @@ def test_wrong_layout(tmp_path):
     (tmp_path / "copy" / "Raw" / "Labels" / "OpinionLevelSentiment.csv").rename(_labels(tmp_path))
     with pytest.raises(CorpusError, match="2 candidates for Audio/WAV_16000/Segmented"):
         parse_mosi(tmp_path)
+
+
+def test_prepare_writes_the_standard_split(tmp_path):
+    from downstream_tasks.manifest import read_manifest
+    from downstream_tasks.prepare import prepare_task
+
+    truth = make_mosi(tmp_path / "raw")
+    prepare_task("sentiment_mosi", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
+    rows = {r.id: r for r in read_manifest(tmp_path / "out").rows}
+    assert set(rows) == {t["id"] for t in truth}
+    assert rows["mosi-_dI--eQ6qVU_1"].folds["fold1"] == "dev"
+    assert rows["mosi-tmZoasNr4rU_1"].folds["fold1"] == "test"

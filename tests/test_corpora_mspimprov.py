@@ -130,3 +130,16 @@ def test_wrong_layout(tmp_path):
     (empty / "Evaluation.txt").write_text("\n\n")
     with pytest.raises(CorpusError, match="no evaluation blocks"):
         parse_mspimprov(empty)
+
+
+def test_prepare_writes_targets_and_twelve_folds(tmp_path):
+    from downstream_tasks.manifest import read_manifest
+    from downstream_tasks.prepare import prepare_task
+
+    truth = make_mspimprov(tmp_path / "raw")
+    prepare_task("emotion_mspimprov", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
+    manifest = read_manifest(tmp_path / "out")
+    assert len(manifest.rows) == len(truth) and len(manifest.fold_names) == 12
+    for r in manifest.rows:
+        t = truth[r.id[len("mspimprov-"):]]
+        assert r.targets == pytest.approx({k: t[k] for k in ("valence", "arousal", "dominance")})
