@@ -138,6 +138,10 @@ def test_missing_interview_parts_are_skipped_or_strict_raises(tmp_path):
     assert len(skipped) == 1 and "301_AUDIO.wav" in str(skipped[0])
     with pytest.raises(CorpusError, match="301_AUDIO.wav"):
         parse_daicwoz(tmp_path, strict=True)
+    (tmp_path / "302_P" / "302_AUDIO.wav").write_bytes(b"RIFF\x00\x00garbage")
+    skipped = []
+    assert "302" not in {u.speaker for u in parse_daicwoz(tmp_path, skipped=skipped)}
+    assert any("302_AUDIO.wav: unreadable audio" in str(e) for e in skipped)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -223,8 +223,9 @@ def read_interviews(root: Path | str, *, splits: Sequence[str] = ("train", "dev"
                     skipped: Optional[list] = None) -> List[Interview]:
     """Every listed participant with audio, labels and repaired participant-speech intervals.
 
-    A participant listed in a split file but without its folder, audio or transcript is skipped and
-    reported (or raises under `strict`); so is one with no participant speech left after the repairs.
+    A participant listed in a split file but without its folder, readable audio or transcript is
+    skipped and reported (or raises under `strict`); so is one with no participant speech left after
+    the repairs. A malformed transcript or split file always raises: it is damage, not absence.
     """
     root = Path(root)
     if not root.is_dir():
@@ -251,7 +252,8 @@ def read_interviews(root: Path | str, *, splits: Sequence[str] = ("train", "dev"
             try:
                 info = sf.info(str(audio))
             except Exception as exc:  # libsndfile raises its own error types
-                raise CorpusError(audio, f"unreadable audio ({exc})") from exc
+                _report(CorpusError(audio, f"unreadable audio ({exc}); participant {pid} skipped"), strict, skipped)
+                continue
             duration = info.frames / float(info.samplerate)
             intervals = participant_intervals(pid, read_transcript(transcript), duration, transcript,
                                               strict=strict, skipped=skipped)
