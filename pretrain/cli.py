@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -75,6 +76,9 @@ def run_targets(args: argparse.Namespace) -> int:
         rank, world = parse_shard(args.shard)
     else:
         rank, world = env_rank() or (0, 1)
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per worker
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     cfg = ExtractConfig(
         audio=args.audio,
         out=args.out,
@@ -91,7 +95,7 @@ def run_targets(args: argparse.Namespace) -> int:
         rank=rank,
         world_size=world,
         shard_size=args.shard_size,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
         sleep_after_shard=args.debug_sleep_after_shard,
     )

@@ -246,6 +246,47 @@ def truncate_losses(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def train_step(model: nn.Module, micro: List, optimizers: Sequence[torch.optim.Optimizer],
+               scaler: torch.amp.GradScaler, ctx, tc: TrainConfig, device: Any, world: int = 1,
+               ddp: bool = False) -> torch.Tensor:
+    """One optimiser step over this rank's micro-batches of the global batch.
+
+    Returns the step's global ``[semantic, acoustic]`` losses (a device tensor: no host sync).
+    """
+    def all_sum(x: torch.Tensor) -> torch.Tensor:
+        if ddp:
+            dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x
+
+    # Global normalisers: every utterance's semantic dims, every valid target frame x dims.
+    n_frames = torch.stack([m[2]["acoustic_mask"].sum() for m in micro]).sum().to(torch.float64)
+    ac_dim = micro[0][2]["acoustic"].shape[-1]
+    ac_norm = all_sum((n_frames * ac_dim).reshape(1).to(device))[0].clamp(min=1).float()
+    sem_norm = float(tc.batch_size * micro[0][2]["semantic"].shape[-1])
+    step_sums = torch.zeros(2, device=device)
+    for j, (wavs, lengths, tg) in enumerate(micro):
+        sync_ctx = model.no_sync() if ddp and j < len(micro) - 1 else nullcontext()
+        with sync_ctx:
+            with ctx:
+                out = model(wavs.to(device, non_blocking=True), lengths.to(device, non_blocking=True),
+                            with_heads=True)
+            t = loss_terms(out.semantic_pred, out.acoustic_pred, out.pad_mask, tg)
+            # x world: DDP averages gradients over ranks, the normalisers are already global.
+            loss = (t.sem_sse / sem_norm + tc.lambda_acoustic * t.ac_sse / ac_norm) * world
+            scaler.scale(loss).backward()
+        step_sums += torch.stack([t.sem_sse.detach() / sem_norm, t.ac_sse.detach() / ac_norm])
+    if tc.grad_clip > 0:
+        for opt in optimizers:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], tc.grad_clip)
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return all_sum(step_sums)
+
+
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
@@ -463,35 +504,9 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
             for g in opt.param_groups:
                 g["lr"] = lr
         micro = [next(batches) for _ in range(tc.grad_accum)]
-        # Global normalisers: every utterance's semantic dims, every valid target frame x dims.
-        n_frames = torch.stack([m[2]["acoustic_mask"].sum() for m in micro]).sum().to(torch.float64)
-        ac_dim = micro[0][2]["acoustic"].shape[-1]
-        counts = all_sum(torch.stack([n_frames * ac_dim]).to(device))
-        ac_norm = counts[0].clamp(min=1).float()
-        sem_norm = float(tc.batch_size * micro[0][2]["semantic"].shape[-1])
-        step_sums = torch.zeros(2, device=device)
-        for j, (wavs, lengths, tg) in enumerate(micro):
-            sync_ctx = model.no_sync() if ddp and j < tc.grad_accum - 1 else nullcontext()
-            with sync_ctx:
-                with ctx:
-                    out = model(wavs.to(device, non_blocking=True), lengths.to(device, non_blocking=True),
-                                with_heads=True)
-                t = loss_terms(out.semantic_pred, out.acoustic_pred, out.pad_mask, tg)
-                # x world: DDP averages gradients over ranks, the normalisers are already global.
-                loss = (t.sem_sse / sem_norm + tc.lambda_acoustic * t.ac_sse / ac_norm) * world
-                scaler.scale(loss).backward()
-            step_sums += torch.stack([t.sem_sse.detach() / sem_norm, t.ac_sse.detach() / ac_norm])
-        if tc.grad_clip > 0:
-            for opt in optimizers:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], tc.grad_clip)
-        for opt in optimizers:
-            scaler.step(opt)
-        scaler.update()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        step_losses = train_step(model, micro, optimizers, scaler, ctx, tc, device, world, ddp)
         step += 1
-        pending.append((step, lr, all_sum(step_sums)))
+        pending.append((step, lr, step_losses))
 
         if step % tc.log_interval == 0 or step == tc.max_steps:
             last_total = flush_losses()

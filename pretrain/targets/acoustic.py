@@ -72,10 +72,6 @@ class EgemapsExtractor:
             df = self.smile.process_signal(np.asarray(wav, dtype=np.float32), SAMPLE_RATE)
         return df.to_numpy(dtype=np.float32)
 
-    def describe(self) -> str:
-        return "egemaps:eGeMAPSv02:lld"
-
-
 PASE_HELP = (
     "PASE+ targets need (1) the `pase` package of the s3prl fork, which is not on PyPI: "
     "`pip install git+https://github.com/s3prl/pase.git` (with the requirements it lists), (2) the PASE+ "
@@ -124,10 +120,6 @@ class PasePlusExtractor:
         if y.ndim != 3 or y.shape[1] != self.dim:
             raise ValueError(f"PASE+ returned shape {tuple(y.shape)}, expected (1, {self.dim}, T)")
         return y[0].transpose(0, 1).float().cpu().numpy()
-
-    def describe(self) -> str:
-        return "pase+:256"
-
 
 def build_acoustic(settings: AcousticSettings, device: str = "cpu"):
     if settings.kind == "egemaps":

@@ -84,6 +84,3 @@ class TextEncoder:
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
-
-    def describe(self) -> str:
-        return f"text:{self.settings.name}:mean:maxlen{self.settings.max_length}"

@@ -142,8 +142,3 @@ class WhisperTranscriber:
                 results = self.whisper.decode(self.model, self.mel_batch(wavs[start : start + bs]), self._options())
                 texts.extend(r.text.strip() for r in results)
         return texts
-
-    def describe(self) -> str:
-        s = self.settings
-        return f"whisper:{s.model}:{s.language or 'auto'}:beam{s.beam_size or 0}"
-
