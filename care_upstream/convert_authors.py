@@ -191,10 +191,13 @@ def read_authors_checkpoint(src: str | os.PathLike, trust_pickle: bool = False) 
 # --------------------------------------------------------------------------------------------
 def authors_state_to_care(state: Mapping[str, torch.Tensor], source: str = "checkpoint"):
     """``(care_state, dropped_keys)`` from the authors' keys; raises listing keys with no place."""
-    has_joint = any(k.startswith(AUTHORS_PREFIX) for k in state)
+    def unwrap(key: str) -> str:
+        return key[len("module."):] if key.startswith("module.") else key  # (Distributed)DataParallel
+
+    has_joint = any(unwrap(k).startswith(AUTHORS_PREFIX) for k in state)
     care, dropped, unexpected = {}, [], []
     for key, value in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key  # DataParallel
+        k = unwrap(key)
         if has_joint:
             if not k.startswith(AUTHORS_PREFIX):
                 (dropped if k.startswith(CLASSIFIER_DROPPED) else unexpected).append(key)
