@@ -72,11 +72,11 @@ class Prosody:
 PROSODY = {
     "N": Prosody(),
     "C": Prosody(f0=1.30, f0_range=0.30, tempo=1.15, energy=1.8, tilt=0.8, jitter=0.01),
-    "D": Prosody(f0=0.92, f0_range=0.20, tempo=0.80, energy=0.9, tilt=1.3, jitter=0.012),
+    "D": Prosody(f0=0.92, f0_range=0.20, tempo=0.85, energy=0.9, tilt=1.3, jitter=0.012),
     "J": Prosody(f0=1.35, f0_range=0.40, tempo=1.10, energy=1.4, tilt=1.0),
-    "P": Prosody(f0=1.50, f0_range=0.22, tempo=1.25, energy=0.8, tilt=1.2, jitter=0.03),
+    "P": Prosody(f0=1.50, f0_range=0.22, tempo=1.20, energy=0.8, tilt=1.2, jitter=0.03),
     "S": Prosody(f0=1.40, f0_range=0.35, tempo=1.00, energy=1.3, tilt=1.0, final_rise=0.5),
-    "T": Prosody(f0=0.85, f0_range=0.05, tempo=0.75, energy=0.6, tilt=1.6, jitter=0.008),
+    "T": Prosody(f0=0.85, f0_range=0.05, tempo=0.82, energy=0.6, tilt=1.6, jitter=0.008),
 }
 STRONG = 1.6  # how much further from neutral intensity 2 ("Fort") goes
 
@@ -86,7 +86,7 @@ class DemoConfig:
     sample_rate: int = 48000
     n_actors: int = 12
     n_sentences: int = 6
-    syllable_seconds: float = 0.15  # neutral syllable length; ~8-9 syllables give 1-2 s files
+    syllable_seconds: float = 0.12  # neutral syllable length; ~8-9 syllables give 1-2 s files
     n_harmonics: int = 40
     peak: float = 0.5
 
@@ -139,16 +139,17 @@ def synthesize(actor: int, letter: str, intensity: int, sentence: int, cfg: Demo
         h = np.arange(1, cfg.n_harmonics + 1)[:, None]
         alive = (h * f0.max() < 0.45 * sr).astype(float)
         src = (alive * np.sin(h * phase) / h ** p.tilt).sum(axis=0)
-        src += 0.02 * rng.standard_normal(n)  # breath
+        src += 0.05 * src.std() * rng.standard_normal(n)  # breath, relative to the voice
         y = src
         for formant, bw in zip(VOWELS[v], (80, 100, 140)):
             y = _resonator(y, formant * fscale, bw, sr)
         env = np.sin(np.pi * np.linspace(0, 1, n)) ** 0.6
-        pieces.append(y * env)
+        voiced = y * env
+        pieces.append(voiced)
         gap = int(sr * rng.uniform(0.02, 0.05) / p.tempo)  # a consonant-like noise burst
-        burst = rng.standard_normal(gap) * np.hanning(gap) * 0.05
+        burst = rng.standard_normal(gap) * np.hanning(gap) * 0.1 * voiced.std()
         pieces.append(burst)
-    lead = np.zeros(int(0.1 * sr))
+    lead = np.zeros(int(0.05 * sr))
     y = np.concatenate([lead, *pieces, lead])
     y = y / (np.abs(y).max() + 1e-9) * cfg.peak * min(1.0, p.energy / 2)
     return y.astype(np.float32)
