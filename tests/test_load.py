@@ -27,6 +27,8 @@ from care_upstream.load import (
 )
 
 torch.set_num_threads(1)
+# s3prl's UniLM attention mixes a bool padding mask with a float bias; torch warns, results are right.
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
 ATOL = 1e-5
 N_SAMPLES = 8000  # 0.5 s -> 24 frames: enough for the 5-frame semantic adapter
 
@@ -366,6 +368,7 @@ def test_bad_wavlm_sources_name_the_file(tmp_path):
     assert issubclass(CheckpointError, ValueError)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_raw_pickle_bytes_never_run(tmp_path):
     """A pickle that would run code if unpickled is refused, and the code does not run."""
     marker = tmp_path / "ran"
