@@ -63,8 +63,11 @@ class UttRef:
 
     id: str
     path: str
-    start: Optional[float] = None
-    end: Optional[float] = None
+    segments: Optional[Tuple[Tuple[float, float], ...]] = None  # manifest `segments`; None = whole file
+
+    def __post_init__(self):
+        if self.segments is not None:
+            object.__setattr__(self, "segments", tuple(tuple(float(x) for x in s) for s in self.segments))
 
 
 @dataclass
@@ -141,7 +144,10 @@ class FeatureCache:
         self.cfg = cfg
         self.upstream = upstream
         settings = {"format": FORMAT_VERSION, "hub": upstream.hub, "ckpt_sha256": upstream.ckpt_sha256,
-                    "sample_rate": cfg.sample_rate, "max_seconds": cfg.max_seconds, "min_seconds": cfg.min_seconds}
+                    "sample_rate": int(cfg.sample_rate),
+                    # 30 and 30.0 must name the same cache: settings are normalised before hashing
+                    "max_seconds": None if cfg.max_seconds is None else float(cfg.max_seconds),
+                    "min_seconds": None if cfg.min_seconds is None else float(cfg.min_seconds)}
         self.settings = settings
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         self.dir = Path(root) / upstream.key / digest
@@ -155,7 +161,7 @@ class FeatureCache:
         if not os.path.isfile(utt.path):
             raise FileNotFoundError(f"{utt.path}: audio file of utterance {utt.id} not found")
         audio = self.memo.get(utt.path)
-        text = json.dumps([audio, utt.start, utt.end], sort_keys=True)
+        text = json.dumps([audio, utt.segments], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     # ---------------------------------------------------------------- shards

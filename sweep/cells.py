@@ -204,8 +204,11 @@ def is_done(cell: Cell, out: os.PathLike, config_hash: Optional[str] = None) -> 
 
 
 def iter_results(out: os.PathLike) -> Iterator[tuple]:
-    """(path, data or ResultsError) for every results.json under `out`, sorted for stable tables."""
-    for path in sorted(Path(out).rglob(RESULTS_NAME)):
+    """(path, data or ResultsError) for every cell's results.json under `out`, sorted for stable tables.
+
+    Only ``<task>/<upstream>/<fold>/seed<k>/results.json``: the s3prl experiment folder inside a cell
+    holds the expert's own results.json, which is not a cell record."""
+    for path in sorted(Path(out).glob(f"*/*/*/seed*/{RESULTS_NAME}")):
         try:
             yield path, read_results(path)
         except ResultsError as e:

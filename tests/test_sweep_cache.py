@@ -136,4 +136,4 @@ def test_key_follows_file_content(tmp_path, utts):
     data, sr = sf.read(utts[0].path, dtype="float32")
     sf.write(utts[0].path, data * 0.5, sr, subtype="FLOAT")
     assert cache.key(utts[0]) != k0
-    assert cache.key(UttRef("x", utts[1].path, 0.0, 0.5)) != cache.key(utts[1])
+    assert cache.key(UttRef("x", utts[1].path, [(0.0, 0.5)])) != cache.key(utts[1])

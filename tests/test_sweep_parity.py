@@ -1,0 +1,84 @@
+"""The fast path against the stock runner: same seed, same data order -> same probe, same metrics.
+
+Tiny CARE (random weights) on a small demo corpus in CaFE's layout. The stock cell runs
+`run_downstream.py -m train` and `-m evaluate` in subprocesses exactly as the sweep's stock
+fallback does; the fast cell trains on the feature cache. CARE zeroes padding frames, so the fast
+path replays the stock runner's padded batches exactly (pad_mode "zero"); what is left is float
+summation order (layer sum then time mean vs time mean then layer sum), ~1e-7 relative, which must
+not change a single prediction in a run this short.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ["config.runner.total_steps=12", "config.runner.eval_step=4", "config.runner.log_step=4",
+         "config.runner.save_step=4", "config.downstream_expert.datarc.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from care_upstream.config import CareConfig
+    from care_upstream.model import CARE
+    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
+    from downstream_tasks.prepare import prepare_task
+
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("parity")
+    write_demo_corpus(base / "demo", cfg=DemoConfig(sample_rate=16000, n_actors=10, n_sentences=1))
+    prepare_task("emotion_cafe", base / "demo", base / "data" / "emotion_cafe", progress=False)
+    torch.manual_seed(0)
+    CARE(CareConfig.tiny()).save_pretrained(base / "tiny_care")
+    return base
+
+
+def _dev_lines(expdir: Path):
+    return [line.strip() for line in (expdir / "log.log").read_text().splitlines() if line.startswith("dev ")]
+
+
+def _predictions(expdir: Path):
+    with open(expdir / "test_fold1_predictions.csv") as f:
+        return [tuple(r) for r in csv.reader(f)]
+
+
+def test_fast_equals_stock(corpus, tmp_path):
+    from sweep.runner import SweepConfig, run_sweep
+
+    common = dict(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=1, seed_base=3,
+                  folds=["fold1"], data=str(corpus / "data"), overrides=STEPS, devices=["cpu"], plots=False)
+    env_threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the stock subprocesses: same thread count, same float sums
+    try:
+        stock = run_sweep(SweepConfig(out=str(tmp_path / "stock"), stock=True, **common))
+    finally:
+        if env_threads is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_threads
+    fast = run_sweep(SweepConfig(out=str(tmp_path / "fast"), **common))
+    assert not stock["failed"] and not fast["failed"], (stock, fast)
+
+    [s_res] = list((tmp_path / "stock").glob("*/*/*/seed*/results.json"))
+    [f_res] = list((tmp_path / "fast").glob("*/*/*/seed*/results.json"))
+    s, f = json.loads(s_res.read_text()), json.loads(f_res.read_text())
+    assert s["path"] == "stock" and f["path"] == "fast" and f["config"]["pad_mode"] == "zero"
+
+    # every dev evaluation during training: same metrics and the same loss to 4 decimals
+    s_dev, f_dev = _dev_lines(s_res.parent / "s3prl"), _dev_lines(f_res.parent / "s3prl")
+    assert len(s_dev) == 3 and s_dev == f_dev
+    # the test split on the dev-best weights: same predictions, utterance by utterance
+    assert _predictions(s_res.parent / "s3prl") == _predictions(f_res.parent / "s3prl")
+    for k in ("weighted_f1", "uar", "accuracy"):
+        assert f["metrics"]["test"][k] == s["metrics"]["test"][k]
+    assert f["metrics"]["test"]["loss"] == pytest.approx(s["metrics"]["test"]["loss"], abs=1e-5)
+    assert f["best_step"] == s["best_step"]
+    # learned layer weights (stock: from dev-best.ckpt) agree to float precision
+    assert f["layer_weights"] == pytest.approx(s["layer_weights"], abs=1e-6)
+    assert max(s["layer_weights"]) > min(s["layer_weights"])  # they did move away from uniform
