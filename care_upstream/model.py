@@ -287,6 +287,15 @@ class CARE(nn.Module):
         return sum(p.numel() for m in mods for p in m.parameters())
 
     # ---- persistence --------------------------------------------------------------------
+    @classmethod
+    def from_teachers(cls, config: Optional[CareConfig] = None, wavlm=None, text=None, **overrides) -> "CARE":
+        """Paper initialisation: front end + WavLM layers and text layers from the teachers
+        (HF id / folder / UniLM .pt), adapters and heads random. See ``care_upstream.load``."""
+        from . import load
+
+        teachers = {k: v for k, v in (("wavlm", wavlm), ("text", text)) if v is not None}
+        return load.build_from_teachers(config=config, **teachers, **overrides)
+
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into ``folder`` (each file atomically)."""
         from safetensors.torch import save_file

@@ -198,6 +198,25 @@ def test_common_and_acoustic_equal_hf_wavlm_model():
         assert (a - b).abs().max().item() <= 1e-5, i
 
 
+def test_from_teachers_loads_both_teachers(tmp_path):
+    from transformers import BertModel, WavLMModel
+
+    cfg = CareConfig.tiny("minilm")
+    torch.manual_seed(3)
+    WavLMModel(cfg.wavlm_config()).save_pretrained(tmp_path / "wavlm")
+    bert = BertModel(cfg.text_config()).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    model = CARE.from_teachers(wavlm=str(tmp_path / "wavlm"), text=str(tmp_path / "bert")).eval()
+    hf = WavLMModel.from_pretrained(tmp_path / "wavlm").eval()
+    wav = _wavs([7000], seed=4)[0][None]
+    with torch.no_grad():
+        ref = hf(wav, output_hidden_states=True).hidden_states
+        ours = model.hidden_states(model(wav), "care_acoustic")
+        h = torch.randn(1, 5, cfg.text_hidden_size)
+        assert torch.allclose(model.semantic.layers[2](h)[0], bert.encoder.layer[2](h)[0], atol=1e-6)
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(ours, ref))
+
+
 # ---- gradient routing and modes --------------------------------------------------------------
 def _grads(module):
     return [p.grad for p in module.parameters() if p.requires_grad]
