@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -67,20 +67,24 @@ class TextEncoder:
         self._torch = torch
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Batches are formed over texts sorted by token count (less padding, same vectors), then unsorted."""
         torch = self._torch
-        out: List[np.ndarray] = []
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         bs = max(1, int(self.settings.batch_size))
         max_len = min(self.settings.max_length, getattr(self.tokenizer, "model_max_length", self.settings.max_length))
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+        order = np.argsort(np.asarray(lengths), kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), bs):
+                rows = order[start : start + bs]
                 batch = self.tokenizer(
-                    list(texts[start : start + bs]), padding=True, truncation=True, max_length=max_len,
-                    return_tensors="pt",
+                    [texts[i] for i in rows], padding=True, truncation=True, max_length=max_len, return_tensors="pt",
                 ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state  # (B, L, D)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-                out.append(pooled.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
+                out[rows] = pooled.float().cpu().numpy()
+        return out
