@@ -72,7 +72,7 @@ class SemanticEncoder(nn.Module):
             valid_t = frame_mask(frame_lengths, t)[..., None].to(x.dtype)
             down_len = conv_lengths(frame_lengths, self.kernel, self.stride)
             keep_len = torch.minimum(self.up_lengths(down_len), frame_lengths)
-            n_down = conv_lengths(torch.tensor(t), self.kernel, self.stride).item()
+            n_down = max((t - self.kernel) // self.stride + 1, 0)
             valid_down = frame_mask(down_len, n_down)
             # HF BERT/RoBERTa layers (eager and SDPA) take an additive (B, 1, 1, L) mask.
             additive = torch.zeros(b, 1, 1, n_down, dtype=x.dtype, device=x.device)

@@ -38,15 +38,16 @@ def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor) 
     """
     b, c, t = x.shape
     g = norm.num_groups
-    xg = x.reshape(b, g, c // g, t)
-    m = valid[:, None, None, :].to(x.dtype)
+    dtype = x.dtype
+    xg = x.float().reshape(b, g, c // g, t)  # statistics in fp32, as autocast does for GroupNorm
+    m = valid[:, None, None, :].float()
     count = m.sum(dim=(2, 3), keepdim=True) * (c // g)
     mean = (xg * m).sum(dim=(2, 3), keepdim=True) / count
     var = (((xg - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
-    y = ((xg - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)
+    y = ((xg - mean) * torch.rsqrt(var + norm.eps)).reshape(b, c, t)
     if norm.affine:
-        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
-    return y
+        y = y * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
+    return y.to(dtype)
 
 
 class FrontEnd(nn.Module):
