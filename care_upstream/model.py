@@ -37,7 +37,9 @@ class CareOutput:
 
     ``pad_mask`` is True on padding frames. ``semantic`` entries are zero beyond what the
     utterance's own transposed-conv output covers. Lists are empty for a path the requested
-    variant does not use. The head predictions exist only with ``with_heads=True``.
+    variant does not use. The head predictions exist only with ``with_heads=True``;
+    ``semantic_pred`` is the mean of the last semantic output over the utterance's T frames
+    (what the utterance alone would give), projected to ``semantic_target_dim``.
     """
 
     frame_lengths: torch.Tensor

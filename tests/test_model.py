@@ -88,9 +88,12 @@ def test_config_rejects_unknown_fields_and_bad_wavlm():
 
 
 # ---- padding invariance ---------------------------------------------------------------------
-@pytest.mark.parametrize("text, norm", [("roberta", "group"), ("minilm", "group"), ("roberta", "layer")])
-def test_padded_batch_equals_each_utterance_alone(text, norm):
-    cfg = CareConfig.tiny(text)
+@pytest.mark.parametrize(
+    "text, norm, normalize",
+    [("roberta", "group", False), ("minilm", "group", False), ("roberta", "layer", True)],
+)
+def test_padded_batch_equals_each_utterance_alone(text, norm, normalize):
+    cfg = CareConfig.tiny(text, normalize_waveform=normalize)
     cfg = CareConfig.from_dict({**cfg.to_dict(), "wavlm": {**cfg.wavlm, "feat_extract_norm": norm}})
     torch.manual_seed(0)
     model = CARE(cfg).eval()
