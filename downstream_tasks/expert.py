@@ -41,7 +41,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple

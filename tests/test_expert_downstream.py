@@ -2,7 +2,6 @@
 layer weights from checkpoints, and one end-to-end run through s3prl's runner (run_downstream.py)."""
 
 import argparse
-import copy
 import json
 import math
 import os

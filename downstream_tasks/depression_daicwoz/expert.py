@@ -1,1 +1,5 @@
-from downstream_tasks.expert import DownstreamExpert  # noqa: F401  (s3prl imports <task>.expert)
+"""s3prl imports `s3prl.downstream.<task>.expert`; every task shares one expert."""
+
+from downstream_tasks.expert import DownstreamExpert
+
+__all__ = ["DownstreamExpert"]
