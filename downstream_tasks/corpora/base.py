@@ -40,11 +40,12 @@ class Utterance:
 
 
 def iter_files(root: Path, pattern: str) -> Iterator[Path]:
-    """Recursive glob that skips hidden names (macOS ``._*`` copies, ``.DS_Store``) in any path part."""
+    """Recursive glob that skips macOS debris in any path part: hidden names (``._*`` copies,
+    ``.DS_Store``) and ``__MACOSX/`` folders that zip tools add beside the real tree."""
     root = Path(root)
     for path in sorted(root.rglob(pattern)):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
             continue
         if path.is_file():
             yield path
