@@ -7,6 +7,7 @@ file, counts it and lists it in ``skipped.csv``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -95,8 +96,8 @@ def list_audio(source: Path | str) -> List[Tuple[str, str]]:
             if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
             and not any(part.startswith(".") for part in p.relative_to(source).parts)
         ]
-        root = source.resolve()
-        paths = [p.resolve() for p in paths]
+        root = Path(os.path.abspath(source))
+        paths = [Path(os.path.abspath(p)) for p in paths]
     elif source.is_file():
         paths = []
         for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
@@ -106,11 +107,9 @@ def list_audio(source: Path | str) -> List[Tuple[str, str]]:
             p = Path(line)
             if not p.is_absolute():
                 p = source.parent / p
-            paths.append(p.resolve())
+            paths.append(Path(os.path.abspath(p)))
         if not paths:
             raise ValueError(f"{source}: audio list holds no paths")
-        import os
-
         root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     else:
         raise ValueError(f"{source}: neither an audio folder nor a list file")

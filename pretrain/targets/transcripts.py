@@ -10,6 +10,7 @@ receive end-of-text tokens.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -49,12 +50,12 @@ class TranscriptTable:
                 self.rows[key] = text
                 if not Path(key).is_absolute() and Path(key).suffix:
                     # a relative path is relative to the CSV's folder
-                    self.rows.setdefault(str((self.csv_path.parent / key).resolve()), text)
+                    self.rows.setdefault(os.path.abspath(self.csv_path.parent / key), text)
         if not self.rows:
             raise ValueError(f"{self.csv_path}: no transcripts")
 
     def lookup(self, utt_id: str, path: str) -> Optional[str]:
-        for key in (utt_id, path, str(Path(path).resolve())):
+        for key in (utt_id, path, os.path.abspath(path)):
             if key in self.rows:
                 return self.rows[key]
         return None
