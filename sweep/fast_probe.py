@@ -339,7 +339,8 @@ def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mappi
     if best_state is not None:
         featurizer.load_state_dict(best_state[0])
         expert.load_state_dict(best_state[1])
-    evaluate("test", 0)
+    # the stock expert reads the step of the evaluated checkpoint from it; here the step is passed
+    evaluate("test", best_step or 0)
     weights = torch.softmax(featurizer.weights.detach().cpu(), dim=-1).tolist()
     return FastResult(layer_weights=weights, best_step=best_step, steps=step, skipped=skipped,
                       seconds=time.time() - t0)

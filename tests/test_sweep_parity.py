@@ -6,6 +6,13 @@ fallback does; the fast cell trains on the feature cache. CARE zeroes padding fr
 path replays the stock runner's padded batches exactly (pad_mode "zero"); what is left is float
 summation order (layer sum then time mean vs time mean then layer sum), ~1e-7 relative, which must
 not change a single prediction in a run this short.
+
+Twelve steps of a probe on random tiny-CARE features mostly predict one class, so equal metrics
+alone would prove little; the discriminating checks are the losses: every dev evaluation and the
+test loss agree to 4 decimals in the log and to 1e-5 in full precision. Replaying the padded
+batches matters at that precision: pad_mode "alone" (no replay) already gives 1.9424 where the stock
+runner gives 1.9423 at the first evaluation. `benchmarks/sweep_speed.py` compares 5 folds x 2 seeds
+of full-length training, where the probe does learn.
 """
 
 import csv
@@ -39,8 +46,9 @@ def corpus(tmp_path_factory):
     return base
 
 
-def _dev_lines(expdir: Path):
-    return [line.strip() for line in (expdir / "log.log").read_text().splitlines() if line.startswith("dev ")]
+def _eval_lines(expdir: Path):
+    return [line.strip() for line in (expdir / "log.log").read_text().splitlines()
+            if line.startswith(("dev ", "test "))]
 
 
 def _predictions(expdir: Path):
@@ -70,11 +78,13 @@ def test_fast_equals_stock(corpus, tmp_path):
     s, f = json.loads(s_res.read_text()), json.loads(f_res.read_text())
     assert s["path"] == "stock" and f["path"] == "fast" and f["config"]["pad_mode"] == "zero"
 
-    # every dev evaluation during training: same metrics and the same loss to 4 decimals
-    s_dev, f_dev = _dev_lines(s_res.parent / "s3prl"), _dev_lines(f_res.parent / "s3prl")
-    assert len(s_dev) == 3 and s_dev == f_dev
+    # every dev evaluation during training and the final test: same metrics, same loss to 4 decimals
+    # (pad_mode "alone" already differs there: 1.9424 vs 1.9423 in the 4th decimal)
+    s_ev, f_ev = _eval_lines(s_res.parent / "s3prl"), _eval_lines(f_res.parent / "s3prl")
+    assert len(s_ev) == 4 and s_ev == f_ev
     # the test split on the dev-best weights: same predictions, utterance by utterance
-    assert _predictions(s_res.parent / "s3prl") == _predictions(f_res.parent / "s3prl")
+    preds = _predictions(s_res.parent / "s3prl")
+    assert preds == _predictions(f_res.parent / "s3prl")
     for k in ("weighted_f1", "uar", "accuracy"):
         assert f["metrics"]["test"][k] == s["metrics"]["test"][k]
     assert f["metrics"]["test"]["loss"] == pytest.approx(s["metrics"]["test"]["loss"], abs=1e-5)

@@ -1,0 +1,115 @@
+"""The sweep runner: resume after a kill, corrupt cache shards, a file the upstream cannot read,
+fallback to the stock runner, and a table rebuilt from the folder alone."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from sweep.cells import Cell, UpstreamSpec
+from sweep.runner import SweepConfig, choose_path, pad_mode_for, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ["config.runner.total_steps=8", "config.runner.eval_step=4", "config.runner.log_step=4",
+         "config.runner.save_step=4", "config.downstream_expert.datarc.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from care_upstream.config import CareConfig
+    from care_upstream.model import CARE
+    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
+    from downstream_tasks.prepare import prepare_task
+
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("sweep")
+    write_demo_corpus(base / "demo", cfg=DemoConfig(sample_rate=16000, n_actors=10, n_sentences=1))
+    prepare_task("emotion_cafe", base / "demo", base / "data" / "emotion_cafe", progress=False)
+    torch.manual_seed(0)
+    CARE(CareConfig.tiny()).save_pretrained(base / "tiny_care")
+    return base
+
+
+def _cells(out: Path):
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/*/*/seed*/results.json")}
+
+
+def test_fallback_rules():
+    base = dict(tasks=["emotion_cafe"], upstreams=["wavlm"])
+    assert choose_path(SweepConfig(**base)) == ("fast", None)
+    path, why = choose_path(SweepConfig(featurizer_normalize=True, **base))
+    assert path == "stock" and "layer norm" in why
+    path, why = choose_path(SweepConfig(upstream_trainable=True, **base))
+    assert path == "stock" and "fine-tuned" in why
+    cfg = SweepConfig(**base)
+    assert pad_mode_for(UpstreamSpec(hub="care"), cfg) == "zero"
+    assert pad_mode_for(UpstreamSpec(hub="wavlm"), cfg) == "alone"
+
+
+def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["--tasks", "emotion_cafe", "--upstreams", f"care:{corpus / 'tiny_care'}", "--seeds", "3",
+            "--folds", "fold1", "--out", str(out), "--data", str(corpus / "data"), "--devices", "cpu",
+            "--no-plots"] + [x for s in STEPS for x in ("-o", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.runner", *argv], cwd=str(ROOT), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not _cells(out) and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the sweep we started, and nothing else
+        proc.wait()
+    first = _cells(out)
+    assert 1 <= len(first) <= 3, "the sweep should have finished some cells before the kill"
+
+    # corrupt one cache shard and make one audio file unreadable before resuming
+    [shard, *_] = sorted((out / "cache").glob("*/*/shard-*.safetensors"))
+    raw = bytearray(shard.read_bytes())
+    raw[-5] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    bad = sorted((corpus / "demo").rglob("*.wav"))[0]
+    sound, rate = sf.read(bad)
+    bad.write_bytes(b"RIFF garbage, not a wave file")
+    try:
+        capsys.readouterr()
+        summary = run_sweep(SweepConfig(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=3,
+                                        folds=["fold1"], out=str(out), data=str(corpus / "data"), devices=["cpu"],
+                                        overrides=STEPS, plots=False))
+        err = capsys.readouterr().err
+    finally:
+        sf.write(bad, sound, rate)
+    assert summary["skipped_finished"] == len(first) and summary["ran"] == 3 - len(first)
+    assert not summary["failed"]
+    assert "corrupt shard" in err and "checksum mismatch" in err
+    assert f"failed on" in err and bad.stem in err
+    cells = _cells(out)
+    assert len(cells) == 3 and all(c["status"] == "done" for c in cells.values())
+    for name, data in first.items():
+        assert cells[name]["started"] == data["started"]  # finished cells were not run again
+    for name in set(cells) - set(first):
+        assert any(bad.stem in s for s in cells[name]["skipped_utterances"])
+    table = (out / "table.md").read_text()
+    assert "| CaFE |" in table and "3 cells" in table
+    assert "skipped (upstream failed on them)" in table  # never silently dropped
+    assert json.loads((out / "cache_failures.json").read_text())
+
+    # a third run has nothing to do; the table is rebuilt from the folder alone
+    summary = run_sweep(SweepConfig(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=3,
+                                    folds=["fold1"], out=str(out), data=str(corpus / "data"), devices=["cpu"],
+                                    overrides=STEPS, plots=False, table=False))
+    assert summary["ran"] == 0
+    from sweep.table import main as table_main
+
+    (out / "table.md").unlink()
+    table_main([str(out), "--no-plots"])
+    assert (out / "table.md").read_text() == table
