@@ -151,11 +151,12 @@ class Extractor:
                  acoustic=None):
         self.cfg = cfg
         self.table = table
+        # cheapest first, so a missing PASE+ checkpoint fails before Whisper-large is loaded
+        self.acoustic = acoustic or build_acoustic(cfg.acoustic, cfg.device)
+        self.text_encoder = text_encoder or TextEncoder(cfg.text, cfg.device)
         self.transcriber = transcriber
         if table is None and transcriber is None:
             self.transcriber = WhisperTranscriber(cfg.whisper, cfg.device)
-        self.text_encoder = text_encoder or TextEncoder(cfg.text, cfg.device)
-        self.acoustic = acoustic or build_acoustic(cfg.acoustic, cfg.device)
         self.timer = _Timer()
         self.padded_frames = 0
         self.empty_transcripts = 0
