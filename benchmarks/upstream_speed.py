@@ -67,12 +67,12 @@ def build_wavlm_expert(tmp: Path):
     return WavLMExpert(str(ckpt))
 
 
-def build_care_expert():
+def build_care_expert(variant: str = "care"):
     from care_upstream.config import CareConfig
     from care_upstream.expert import UpstreamExpert
     from care_upstream.model import CARE
 
-    return UpstreamExpert(CARE(CareConfig.base()), variant="care")
+    return UpstreamExpert(CARE(CareConfig.base()), variant=variant)
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -113,6 +113,7 @@ def main(argv=None) -> None:
     defaults = BenchConfig()
     for field in ("batch", "seconds", "repeats", "warmup", "threads"):
         parser.add_argument(f"--{field}", type=type(getattr(defaults, field)), default=getattr(defaults, field))
+    parser.add_argument("--variant", default="care", help="CARE variant to time (care_acoustic isolates the WavLM part)")
     parser.add_argument("--no-cuda", action="store_true", help="CPU only even when CUDA is available")
     args = parser.parse_args(argv)
     cfg = BenchConfig(batch=args.batch, seconds=args.seconds, repeats=args.repeats, warmup=args.warmup,
@@ -120,10 +121,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     print(f"batch {cfg.batch} x {cfg.seconds:g} s, {cfg.repeats} repeats after {cfg.warmup} warm-up, "
-          f"{cfg.threads} CPU threads, torch {torch.__version__}")
+          f"{cfg.threads} CPU threads, CARE variant {args.variant}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         wavlm = build_wavlm_expert(Path(tmp))
-    care = build_care_expert()
+    care = build_care_expert(args.variant)
     if torch.cuda.is_available() and not args.no_cuda:
         print(f"CUDA device: {torch.cuda.get_device_name(0)}")
         compare(cfg, torch.device("cuda"), care, wavlm)
