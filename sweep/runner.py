@@ -115,6 +115,17 @@ def choose_path(cfg: SweepConfig) -> Tuple[str, Optional[str]]:
     return "fast", None
 
 
+def resolve_default_ckpt(text: str) -> str:
+    """`care` without `:ckpt` loads $CARE_CKPT or ~/.cache/...: pin that path here, so the cache key and
+    results.json name the weights actually used (a changed $CARE_CKPT must not reuse old features)."""
+    hub, _, ckpt = text.partition(":")
+    if ckpt or not hub.startswith("care") or hub.startswith("care_random"):
+        return text
+    from care_upstream.hubconf import _resolve_ckpt
+
+    return f"{hub}:{_resolve_ckpt(None)}"
+
+
 def pad_mode_for(spec: UpstreamSpec, cfg: SweepConfig) -> str:
     if cfg.pad_mode != "auto":
         return cfg.pad_mode
@@ -284,7 +295,8 @@ def _run_stock(job, spec: UpstreamSpec, expdir: Path, cdir: Path) -> Dict[str, A
                 if not ckpt.is_file():
                     raise RuntimeError(f"stock training left no {ckpt} (see {log})")
                 argv = ["-m", "evaluate", "-e", str(ckpt), "-t", "test", "--device", job["device"]]
-            cmd = [sys.executable, str(PROJECT_ROOT / "run_downstream.py"), *argv]
+            # what `run_downstream.py` does, without needing the checkout's top-level script
+            cmd = [sys.executable, "-c", "import sys; from care_superb.launcher import main; main(sys.argv[1:])", *argv]
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
             rc = subprocess.run(cmd, cwd=str(PROJECT_ROOT), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
@@ -368,7 +380,7 @@ def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache_root = Path(cfg.cache).resolve() if cfg.cache else out / "cache"
-    specs = [UpstreamSpec.parse(u) for u in cfg.upstreams]
+    specs = [UpstreamSpec.parse(resolve_default_ckpt(u)) for u in cfg.upstreams]
     if len({s.key for s in specs}) != len(specs):
         raise ValueError(f"upstreams {cfg.upstreams} name the same upstream twice")
     for t in cfg.tasks:

@@ -141,6 +141,13 @@ def collect(out: Path) -> Collected:
             e.expected = n
             if e.n < n:
                 problems.append(f"incomplete: {task} / {labels.get(key, key)}: {e.n} of {n} cells finished")
+    by_label: Dict[str, List[str]] = defaultdict(list)
+    for k, lab in labels.items():
+        by_label[lab].append(k)
+    for lab, ks in by_label.items():
+        if len(ks) > 1:  # two CARE checkpoints: columns must say which is which
+            for k in ks:
+                labels[k] = f"{lab} [{k}]"
     tasks = sorted({t for t, _ in entries}, key=_task_sort_key)
     keys = {k for _, k in entries}
     order = [k for k in plan_upstreams if k in keys]

@@ -121,3 +121,10 @@ def test_cli_rebuilds_from_folder_alone(tmp_path, capsys):
     with pytest.raises(SystemExit):
         (tmp_path / "emotion_cafe" / "care" / "fold1" / "seed0" / "results.json").write_text("[]")
         main([str(tmp_path), "--strict", "--no-plots"])
+
+
+def test_two_checkpoints_of_one_model_get_distinct_columns(tmp_path):
+    for key in ("care-aaaa", "care-bbbb"):
+        _write(tmp_path, _result("emotion_cafe", key, "fold1", 0, {"weighted_f1": 0.5, "uar": 0.5}, label="CARE"))
+    md = render_markdown(collect(tmp_path))
+    assert "CARE [care-aaaa] WF1" in md and "CARE [care-bbbb] WF1" in md
