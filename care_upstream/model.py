@@ -195,6 +195,8 @@ class CARE(nn.Module):
         # HF WavLMAttention: attention_mask (B, T), 1 = keep; None skips masking (fast path).
         attention_mask = (~pad_mask).long() if padded else None
 
+        # Every layer always runs: no LayerDrop (config.layerdrop is ignored), as in the authors'
+        # loop over the layers, so the 13 hidden states always exist.
         with _quiet_mask_warning(padded):
             x, bias = conv, None
             common = []
