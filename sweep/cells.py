@@ -15,11 +15,10 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 RESULTS_NAME = "results.json"
 PLAN_NAME = "sweep.json"

@@ -26,10 +26,10 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sweep.cells import (PLAN_NAME, SCHEMA_VERSION, Cell, UpstreamSpec, config_digest, expand_cells, is_done,
                          read_results, software_versions, write_json_atomic)
@@ -395,7 +395,7 @@ def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
     _write_plan(out, cells, specs, kinds, path, reason)
     devices = cfg.devices or default_devices(cfg.jobs)
 
-    todo, jobs_cfg = [], {}
+    todo = []
     for cell in cells:
         pad = pad_mode_for(cell.upstream, cfg)
         conf = cell_config(cell, cfg, path, pad)

@@ -18,8 +18,6 @@ of full-length training, where the probe does learn.
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sweep.cells import Cell, UpstreamSpec
+from sweep.cells import UpstreamSpec
 from sweep.runner import SweepConfig, choose_path, pad_mode_for, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
     assert summary["skipped_finished"] == len(first) and summary["ran"] == 3 - len(first)
     assert not summary["failed"]
     assert "corrupt shard" in err and "checksum mismatch" in err
-    assert f"failed on" in err and bad.stem in err
+    assert "failed on" in err and bad.stem in err
     cells = _cells(out)
     assert len(cells) == 3 and all(c["status"] == "done" for c in cells.values())
     for name, data in first.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sweep.cells import SCHEMA_VERSION, ResultsError, read_results, write_json_atomic
-from sweep.table import TableConfig, collect, main, mean_std, render_csv, render_markdown
+from sweep.table import collect, main, mean_std, render_csv, render_markdown
 
 
 def _result(task, key, fold, seed, metrics, *, label=None, status="done", kind="classification", **extra):
