@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 from downstream_tasks import protocol
 from downstream_tasks.audio import AudioError, probe_audio
-from downstream_tasks.corpora.base import Utterance
+from downstream_tasks.corpora.base import CorpusError, Utterance
 from downstream_tasks.manifest import (MANIFEST, SKIPPED, SUMMARY, ManifestRow, atomic_write_text,
                                        write_manifest, write_skipped)
 
@@ -32,8 +33,19 @@ def segments_of(u: Utterance):
     if u.extra.get("pieces"):
         return [(float(s), float(e)) for s, e in u.extra["pieces"]]
     if u.extra.get("start") is not None or u.extra.get("end") is not None:
+        if u.extra.get("end") is None:
+            raise CorpusError(u.path, "segment has a start but no end")
         return [(float(u.extra.get("start") or 0.0), float(u.extra["end"]))]
     return None
+
+
+CACHE = ".audio_check.json"  # in the output folder: re-running prepare skips files already checked
+CACHE_EVERY = 1000  # utterances between cache saves, so an interrupted check resumes
+
+
+def _cache_key(u: Utterance) -> str:
+    st = os.stat(u.path)
+    return json.dumps([str(u.path), segments_of(u), st.st_size, st.st_mtime_ns])
 
 
 def _check_one(u: Utterance):
@@ -43,13 +55,41 @@ def _check_one(u: Utterance):
         return None, e.problem
 
 
-def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: bool = True):
-    """Durations of the usable utterances and (file, reason) for the rest, in input order."""
+def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: bool = True,
+                cache_path: Optional[Path] = None):
+    """Durations of the usable utterances and (file, reason) for the rest, in input order.
+
+    With `cache_path`, results are remembered per (file, segments, size, mtime): a re-run after an
+    interruption or a parser fix only opens new or changed files."""
     from tqdm import tqdm
 
+    cache: Dict[str, list] = {}
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            cache = json.loads(Path(cache_path).read_text(encoding="utf-8", errors="surrogateescape"))
+        except ValueError:
+            cache = {}
+    keys = []
+    for u in utterances:
+        try:
+            keys.append(_cache_key(u))
+        except OSError:
+            keys.append(None)  # missing file: _check_one reports it
+    results: List = [cache.get(k) if k else None for k in keys]
+    todo = [i for i, r in enumerate(results) if r is None]
+    bar = tqdm(total=len(utterances), initial=len(utterances) - len(todo), desc="checking audio",
+               disable=not progress, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(_check_one, utterances), total=len(utterances),
-                            desc="checking audio", disable=not progress, file=sys.stderr))
+        for start in range(0, len(todo), CACHE_EVERY):
+            chunk = todo[start:start + CACHE_EVERY]
+            for i, r in zip(chunk, pool.map(_check_one, [utterances[i] for i in chunk])):
+                results[i] = list(r)
+                if keys[i]:
+                    cache[keys[i]] = list(r)
+                bar.update(1)
+            if cache_path is not None:
+                atomic_write_text(Path(cache_path), json.dumps(cache, ensure_ascii=False))
+    bar.close()
     good, durations, skipped = [], [], []
     for u, (duration, problem) in zip(utterances, results):
         if problem is None:
@@ -97,7 +137,8 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
     materialize = protocol.get_materializer(spec)
     if materialize is not None:
         kept = materialize(kept, out / "audio", skipped=parser_skipped)
-    good, durations, skipped = check_audio(kept, workers=workers, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    good, durations, skipped = check_audio(kept, workers=workers, progress=progress, cache_path=out / CACHE)
     skipped = [(getattr(e, "path", ""), getattr(e, "problem", str(e))) for e in parser_skipped] + skipped
     if not good:
         raise ValueError(f"{root}: no usable audio for task {task} ({len(skipped)} files skipped)")

@@ -309,3 +309,24 @@ def test_prepare_cli_help_and_error_exit(tmp_path, capsys):
     assert info.value.code == 1
     err = capsys.readouterr().err
     assert "01-N-9-1.wav" in err and "error" in err
+
+
+def test_prepare_rerun_reuses_audio_checks_and_rechecks_changed_files(tmp_path, monkeypatch):
+    from downstream_tasks import prepare
+
+    root = tmp_path / "raw"
+    make_cafe(root, sentences=[1])
+    out = tmp_path / "out"
+    prepare_task("emotion_cafe", root, out, progress=False, verbose=False)
+    assert (out / ".audio_check.json").is_file()
+    changed = root / "CaFE_48k" / "Neutre" / "05-N-1-1.wav"
+    x = TONE[48000].copy()
+    x[3] = np.nan
+    sf.write(str(changed), x, 48000, subtype="FLOAT")
+    os.utime(changed, ns=(1, 1))  # a different mtime even on coarse clocks
+    opened = []
+    real = prepare.probe_audio
+    monkeypatch.setattr(prepare, "probe_audio", lambda path, seg=None: opened.append(path) or real(path, seg))
+    summary = prepare_task("emotion_cafe", root, out, progress=False, verbose=False)
+    assert [Path(p).name for p in opened] == ["05-N-1-1.wav"]
+    assert summary["n_skipped"] == 1 and summary["n_utterances"] == 155
