@@ -330,3 +330,43 @@ def test_prepare_rerun_reuses_audio_checks_and_rechecks_changed_files(tmp_path, 
     summary = prepare_task("emotion_cafe", root, out, progress=False, verbose=False)
     assert [Path(p).name for p in opened] == ["05-N-1-1.wav"]
     assert summary["n_skipped"] == 1 and summary["n_utterances"] == 155
+
+
+# ----------------------------------------------------------------------------------- audio
+def test_load_audio_downmixes_resamples_pads_and_crops(tmp_path):
+    from downstream_tasks.audio import AudioConfig, load_audio
+
+    left = 0.2 * np.sin(2 * np.pi * 200 * np.arange(24000) / 48000)
+    stereo = np.stack([left, np.zeros_like(left)], axis=1).astype(np.float32)
+    sf.write(str(tmp_path / "st.wav"), stereo, 48000, subtype="FLOAT")
+    wav = load_audio(tmp_path / "st.wav")
+    assert wav.shape == (16000,)  # 0.5 s at 16 kHz, zero-padded to 1 s
+    assert wav[8000:].abs().max() == 0
+    assert wav[:8000].abs().max() == pytest.approx(0.1, abs=0.01)  # mean of the two channels
+    raw = load_audio(tmp_path / "st.wav", crop_pad=False)
+    assert raw.shape == (8000,)
+
+    sf.write(str(tmp_path / "long.wav"), np.full(16000 * 31, 0.1, dtype=np.float32), 16000, subtype="FLOAT")
+    assert load_audio(tmp_path / "long.wav").shape == (16000 * 30,)
+    assert load_audio(tmp_path / "long.wav", AudioConfig(max_seconds=2)).shape == (32000,)
+
+
+def test_load_audio_segments_are_concatenated(tmp_path):
+    from downstream_tasks.audio import load_audio, probe_audio
+
+    ramp = (np.arange(16000) / 16000).astype(np.float32)
+    sf.write(str(tmp_path / "r.wav"), ramp, 16000, subtype="FLOAT")
+    got = load_audio(tmp_path / "r.wav", segments=[(0.1, 0.2), (0.5, 0.55)], crop_pad=False).numpy()
+    assert np.allclose(got, np.concatenate([ramp[1600:3200], ramp[8000:8800]]))
+    assert probe_audio(tmp_path / "r.wav", [(0.1, 0.2), (0.5, 0.55)]) == pytest.approx(0.15)
+
+
+def test_audio_errors_name_the_file(tmp_path):
+    from downstream_tasks.audio import AudioError, load_audio
+
+    with pytest.raises(AudioError, match=r"nothere\.wav: file not found"):
+        load_audio(tmp_path / "nothere.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(AudioError, match=r"bad\.wav: unreadable") as info:
+        load_audio(tmp_path / "bad.wav")
+    assert isinstance(info.value, ValueError)
