@@ -17,7 +17,7 @@ import yaml
 # Keys whose change between a run and its ``--resume`` does not change the maths.
 RESUMABLE_KEYS = (
     "max_steps", "eval_interval", "eval_max_batches", "eval_batch_size", "log_interval",
-    "ckpt_interval", "tensorboard", "progress_bar", "num_workers", "device", "compile",
+    "ckpt_interval", "tensorboard", "progress_bar", "num_workers", "device", "compile", "torch_threads",
     "target_cache", "out_dir",
 )
 
@@ -96,6 +96,9 @@ class TrainConfig:
     """``auto``: bf16 on CUDA if supported, else fp16 (GradScaler); fp32 on CPU.
     ``bfloat16`` / ``float16`` / ``float32`` force it (``bfloat16`` on CPU = CPU autocast)."""
     compile: bool = False
+    torch_threads: int = 0
+    """CPU intra-op threads per process; 0 = torch's default. Tiny models on a busy CPU run faster
+    on 1 thread (oversubscribed OpenMP threads spin)."""
     seed: int = 1337
     deterministic: bool = False
     """Ask torch for deterministic kernels (slower; exact resume on GPU needs it)."""
@@ -117,6 +120,7 @@ class TrainConfig:
             (self.dtype in ("auto", "bfloat16", "float16", "float32"),
              "dtype must be auto, bfloat16, float16 or float32"),
             (self.dropout == -1.0 or 0.0 <= self.dropout < 1.0, "dropout must be -1 (keep) or in [0, 1)"),
+            (self.torch_threads >= 0, "torch_threads must be >= 0 (0 = torch default)"),
             (self.target_hop > 0 and self.sample_rate > 0, "target_hop and sample_rate must be > 0"),
         ]
         for ok, msg in checks:

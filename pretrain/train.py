@@ -319,6 +319,8 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
     if tc.batch_size % (world * tc.grad_accum):
         raise ConfigError(f"batch_size {tc.batch_size} is not divisible by world size {world} x grad_accum {tc.grad_accum}")
     micro_bs = tc.batch_size // (world * tc.grad_accum)
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(tc.seed + rank)
     random.seed(tc.seed + rank)
     np.random.seed(tc.seed + rank)

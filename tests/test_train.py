@@ -391,6 +391,10 @@ def test_ddp_two_processes_match_one_process(cache, reference_run_no_dropout, tm
     b = torch.load(out / CKPT_LAST, weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
+        if k.endswith("k_proj.bias"):
+            # Softmax ignores a per-query constant, so this bias has an exactly-zero true gradient;
+            # Adam divides its rounding noise by its own size and moves it by +-lr in either run.
+            continue
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     la, lb = read_losses(reference_run), read_losses(out)
     np.testing.assert_allclose([l["total"] for l in lb], [l["total"] for l in la], rtol=1e-4)
