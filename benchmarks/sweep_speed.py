@@ -34,6 +34,7 @@ def main(argv=None) -> dict:
     p.add_argument("--sentences", type=int, default=6, help="demo sentences per emotion and intensity (1-6)")
     p.add_argument("--steps", type=int, help="runner.total_steps (default: the task config's)")
     p.add_argument("--eval-step", type=int, help="runner.eval_step (default: the task config's)")
+    p.add_argument("-o", "--override", action="append", default=[], help="extra s3prl override for both sweeps")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1)
@@ -68,6 +69,7 @@ def main(argv=None) -> dict:
         overrides.append(f"config.runner.total_steps={a.steps}")
     if a.eval_step:
         overrides += [f"config.runner.eval_step={a.eval_step}", f"config.runner.save_step={a.eval_step}"]
+    overrides += a.override
     folds = [f"fold{k + 1}" for k in range(a.folds)]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     common = dict(tasks=["emotion_cafe"], upstreams=[upstream], seeds=a.seeds, folds=folds, data=str(data),
