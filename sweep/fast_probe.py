@@ -4,7 +4,7 @@ What is reused, unchanged: s3prl's argument parsing and config overrides (`get_d
 the task's `DownstreamExpert` (its datasets, dataloaders, `ProbeHead`, loss, `log_records` with its
 dev-best selection and metric files), s3prl's optimizer/scheduler factories, and the runner's loop
 (gradient clipping, eval every `eval_step`, the re-seeding at every evaluation, `-m evaluate` on the
-dev-best weights). What is replaced: the upstream + `Featurizer` pair, by `LayerWeights` over the
+dev-best weights). What is replaced: the upstream + `Featurizer` pair, by `CachedFeaturizer` over the
 cache (see `sweep.cache` for why that is exact when the upstream is frozen and normalize is off).
 
 Same random numbers as the stock run of the same seed: s3prl seeds, *then* builds the upstream and
@@ -205,17 +205,23 @@ class FastResult:
 
 
 class CachedFeaturizer(nn.Module):
-    """Stands in for s3prl's Featurizer: same parameter (`weights`, zeros) and the same softmax mix,
-    applied to (B, L, D) cached time-means. Each utterance becomes a (1, D) "sequence", so the
-    expert's masked mean over it is the identity."""
+    """Stands in for s3prl's Featurizer: `downstream_tasks.probe.LayerWeights` holds the same parameter
+    (`weights`, zeros, the same name in the state dict) and the same softmax mix, applied to (B, L, D)
+    cached time-means. Each utterance becomes a (1, D) "sequence", so the expert's masked mean over it
+    is the identity."""
 
     def __init__(self, layer_num: int):
         super().__init__()
-        self.weights = nn.Parameter(torch.zeros(layer_num))
+        from downstream_tasks.probe import LayerWeights
+
+        self.mix = LayerWeights(layer_num)
+
+    @property
+    def weights(self) -> nn.Parameter:
+        return self.mix.weights
 
     def forward(self, means: torch.Tensor) -> List[torch.Tensor]:
-        w = torch.softmax(self.weights, dim=-1)
-        mixed = (w[None, :, None] * means).sum(dim=1)  # (B, D)
+        mixed = self.mix(means.transpose(0, 1))  # (L, B, D) -> (B, D)
         return list(mixed[:, None, :])
 
 
@@ -332,11 +338,13 @@ def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mappi
     finally:
         _plots.plot_confusion, _plots.plot_layer_weights = saved_plots
 
-    # `-m evaluate -e dev-best.ckpt`: the dev-best weights (the last ones if dev never improved:
-    # then the stock runner has no dev-best.ckpt either, and the sweep reports that).
-    if best_state is not None:
-        featurizer.load_state_dict(best_state[0])
-        expert.load_state_dict(best_state[1])
+    # `-m evaluate -e dev-best.ckpt`: the dev-best weights. Without any dev evaluation (total_steps <
+    # eval_step) the stock runner leaves no dev-best.ckpt and its cell fails; so does this one.
+    if best_state is None:
+        raise RuntimeError(f"no dev-best model: {step} steps never reached an evaluation "
+                           f"(eval_step {runner_cfg['eval_step']}, eval_dataloaders {runner_cfg['eval_dataloaders']})")
+    featurizer.load_state_dict(best_state[0])
+    expert.load_state_dict(best_state[1])
     # the stock expert reads the step of the evaluated checkpoint from it; here the step is passed
     evaluate("test", best_step or 0)
     weights = torch.softmax(featurizer.weights.detach().cpu(), dim=-1).tolist()
