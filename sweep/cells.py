@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 # Column labels of the paper's Table II for the upstreams it compares; anything else keeps its key.
 KNOWN_LABELS = {
     "care": "CARE", "care_acoustic": "CARE (acoustic+common)", "care_semantic": "CARE (semantic+common)",
-    "wavlm": "WavLM-base", "wavlm_base": "WavLM-base", "wavlm_base_plus": "WavLM-base+",
+    # s3prl's `wavlm` is WavLM Base+ (its hubconf: "The default model - Base-Plus"), not the paper's base
+    "wavlm": "WavLM-base+", "wavlm_base": "WavLM-base", "wavlm_base_plus": "WavLM-base+",
     "hubert": "HuBERT-base", "hubert_base": "HuBERT-base",
 }
 

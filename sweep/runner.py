@@ -383,6 +383,8 @@ def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
     specs = [UpstreamSpec.parse(resolve_default_ckpt(u)) for u in cfg.upstreams]
     if len({s.key for s in specs}) != len(specs):
         raise ValueError(f"upstreams {cfg.upstreams} name the same upstream twice")
+    if any(s.hub == "wavlm" for s in specs):
+        _log("note: s3prl's `wavlm` is WavLM Base+; the paper's Table II column is WavLM-base (`wavlm_base`)")
     for t in cfg.tasks:
         get_task(t)  # unknown task: a clear KeyError before anything runs
     path, reason = choose_path(cfg)
