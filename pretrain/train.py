@@ -457,7 +457,10 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
     losses_path = out_dir / LOSSES_FILE
     writer = pbar = None
     if master:
-        truncate_losses(losses_path, start_step) if resume else losses_path.write_text("")
+        if resume:
+            truncate_losses(losses_path, start_step)
+        else:
+            losses_path.write_text("")
         if tc.tensorboard:
             from tensorboardX import SummaryWriter
 

@@ -83,21 +83,6 @@ def _env() -> dict:
     return env
 
 
-def run_trainer(args: list, nproc: int = 1, resume: bool = False, timeout: float = 120) -> None:
-    cmd = [sys.executable, "-m", "pretrain.train", *(["--resume"] if resume else []), *args]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(29500 + os.getpid() % 1000), "-m", "pretrain.train",
-               *(["--resume"] if resume else []), *args]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"trainer failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return make_cache(tmp_path_factory.mktemp("data"))
-
-
 def run_inprocess(args: list, resume: bool = False) -> dict:
     """The trainer in this process (imports already paid), on one thread like the subprocesses."""
     from pretrain.train import train
