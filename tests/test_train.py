@@ -430,3 +430,25 @@ def test_resume_refuses_a_changed_objective(cache, reference_run, tmp_path):
         train(load_config(None, tiny_args(cache, out, lambda_acoustic=0.5)), resume=True)
     with pytest.raises(ValueError, match="pass --resume"):
         train(load_config(None, tiny_args(cache, out)), resume=False)
+
+
+def test_grad_accumulation_matches_the_full_batch(cache, reference_run_no_dropout, tmp_path):
+    """Micro-batches hold different amounts of padding: the global normalisers keep the objective."""
+    out = tmp_path / "accum"
+    run_inprocess(tiny_args(cache, out, dropout=0.0, grad_accum=2))
+    a = torch.load(reference_run_no_dropout / CKPT_LAST, weights_only=True)["model"]
+    b = torch.load(out / CKPT_LAST, weights_only=True)["model"]
+    for k in a:
+        if not k.endswith("k_proj.bias"):  # see test_ddp_two_processes_match_one_process
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    np.testing.assert_allclose([l["total"] for l in read_losses(out)],
+                               [l["total"] for l in read_losses(reference_run_no_dropout)], rtol=1e-4)
+
+
+def test_cpu_bf16_autocast_and_clipping_run(cache, tmp_path):
+    out = tmp_path / "bf16"
+    result = run_inprocess(tiny_args(cache, out, dtype="bfloat16", grad_clip=0.5, max_steps=2, eval_interval=2))
+    assert result["step"] == 2 and np.isfinite(result["best_val_loss"])
+    assert all(np.isfinite(l["total"]) for l in read_losses(out))
+    with pytest.raises(ConfigError, match="float16 needs CUDA"):
+        run_inprocess(tiny_args(cache, tmp_path / "fp16", dtype="float16"))
