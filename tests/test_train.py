@@ -452,3 +452,31 @@ def test_cpu_bf16_autocast_and_clipping_run(cache, tmp_path):
     assert all(np.isfinite(l["total"]) for l in read_losses(out))
     with pytest.raises(ConfigError, match="float16 needs CUDA"):
         run_inprocess(tiny_args(cache, tmp_path / "fp16", dtype="float16"))
+
+
+def test_teacher_init_loads_teacher_layers_and_sizes_heads_for_the_cache(tmp_path):
+    """``init_from: teachers`` with local HF folders (the hub path is the same call with a name)."""
+    from transformers import BertModel, WavLMModel
+
+    from care_upstream.config import CareConfig
+    from pretrain.config import TrainConfig
+    from pretrain.train import build_model
+
+    tiny = CareConfig.tiny(text="minilm")
+    torch.manual_seed(0)
+    wavlm = WavLMModel(tiny.wavlm_config())
+    text = BertModel(tiny.text_config())
+    wavlm.save_pretrained(tmp_path / "wavlm")
+    text.save_pretrained(tmp_path / "text")
+    tc = TrainConfig(init_from="teachers", wavlm=str(tmp_path / "wavlm"), text=str(tmp_path / "text"))
+    model = build_model(tc, semantic_dim=SEM_DIM, acoustic_dim=AC_DIM)
+    assert (model.config.semantic_target_dim, model.config.acoustic_target_dim) == (SEM_DIM, AC_DIM)
+    assert model.acoustic_head.out_features == AC_DIM
+    torch.testing.assert_close(model.common[0].feed_forward.output_dense.weight,
+                               wavlm.encoder.layers[0].feed_forward.output_dense.weight)
+    torch.testing.assert_close(model.acoustic[5].feed_forward.output_dense.weight,
+                               wavlm.encoder.layers[11].feed_forward.output_dense.weight)
+    n_text = tiny.text["num_hidden_layers"]
+    torch.testing.assert_close(model.semantic.layers[-1].output.dense.weight,
+                               text.encoder.layer[n_text - 1].output.dense.weight)
+    assert model.config.freeze_frontend and not model.config.acoustic_grad_to_common
