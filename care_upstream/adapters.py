@@ -30,12 +30,14 @@ def build_text_layers(text_config, start: int, count: int) -> nn.ModuleList:
     cfg = text_config.__class__.from_dict(text_config.to_dict())
     cfg.num_hidden_layers = count
     model = AutoModel.from_config(cfg)
-    encoder = getattr(model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if layers is None:  # DistilBERT-style naming
-        layers = getattr(getattr(model, "transformer", None), "layer", None)
+    # BERT-like encoders (BERT, RoBERTa, MiniLM, XLM-R, ...) keep their layers in encoder.layer and
+    # take an additive (B, 1, 1, L) mask; others (e.g. DistilBERT) call layers differently.
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
     if layers is None or len(layers) != count:
-        raise ValueError(f"cannot find {count} encoder layers in text model type {cfg.model_type!r}")
+        raise ValueError(
+            f"text model type {cfg.model_type!r} is not supported: CARE needs a BERT-like encoder "
+            f"with its layers in `encoder.layer`"
+        )
     return nn.ModuleList(list(layers))
 
 
