@@ -78,6 +78,14 @@ def test_config_rejects_bad_values(kwargs, match):
         CareConfig.tiny("roberta", **kwargs)
 
 
+def test_config_rejects_non_bert_like_text_encoders():
+    from transformers import DistilBertConfig
+
+    d = CareConfig.tiny().to_dict()
+    with pytest.raises(ValueError, match="BERT-like"):
+        CareConfig.from_dict({**d, "text": DistilBertConfig(n_layers=6).to_dict()})
+
+
 def test_config_rejects_unknown_fields_and_bad_wavlm():
     d = CareConfig.tiny().to_dict()
     with pytest.raises(ValueError, match="unknown"):
