@@ -29,6 +29,9 @@ from pretrain.train import (CKPT_BEST, CKPT_LAST, LOSSES_FILE, loss_terms, pretr
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 SEM_DIM, AC_DIM = 6, 5
+REF_STEPS = 12
+"""Length of the dropout reference run: the killed run is stopped after step 3 is logged, and the
+margin up to 12 absorbs a test process that a busy machine schedules late."""
 
 
 def make_cache(root: Path, n_utts: int = 12, seed: int = 0, min_s: float = 0.35, max_s: float = 0.9) -> Path:
@@ -125,7 +128,7 @@ def cache(tmp_path_factory) -> Path:
 def reference_run(cache, tmp_path_factory) -> Path:
     """An uninterrupted run with the tiny model's own dropout (so resume must restore RNG states)."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    run_inprocess(tiny_args(cache, out))
+    run_inprocess(tiny_args(cache, out, max_steps=REF_STEPS))
     return out
 
 
@@ -357,12 +360,12 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
 # ------------------------------------------------------------------------------------------
 def test_run_writes_losses_checkpoints_and_keeps_best(reference_run):
     losses = read_losses(reference_run)
-    assert [l["step"] for l in losses] == list(range(1, 9))
+    assert [l["step"] for l in losses] == list(range(1, REF_STEPS + 1))
     assert all(np.isfinite(l["total"]) and l["total"] > 0 for l in losses)
     assert losses[-1]["total"] < losses[0]["total"]  # lr 1e-3 on 8 steps does learn something
     last = torch.load(reference_run / CKPT_LAST, weights_only=True)
     best = torch.load(reference_run / CKPT_BEST, weights_only=True)
-    assert last["step"] == 8 and best["step"] in (4, 8)
+    assert last["step"] == REF_STEPS and best["step"] in (4, 8, 12)
     assert set(last) >= {"model", "optimizer_semantic", "optimizer_acoustic", "scaler", "config", "step", "rng",
                          "sampler", "best_val_loss", "model_config"}
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in last["model"])
@@ -388,16 +391,16 @@ def test_ddp_two_processes_match_one_process(cache, reference_run_no_dropout, tm
 def test_sigkill_then_resume_continues_the_exact_loss_curve(cache, reference_run, tmp_path):
     """A real SIGKILL mid-run; ``--resume`` must reproduce the uninterrupted run's losses exactly."""
     out = tmp_path / "killed"
-    # Endless run (max_steps is a resumable key): killed once a checkpoint past step 2 exists.
+    # Endless run (max_steps is a resumable key), killed once step 3 is logged (checkpoints every 2).
     args = tiny_args(cache, out, max_steps=10_000)
     cmd = [sys.executable, "-m", "pretrain.train", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 90
+    deadline = time.time() + 300
     try:
         while time.time() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"trainer exited early: {proc.stderr.read().decode()[-3000:]}")
-            if (out / LOSSES_FILE).exists() and len(read_losses(out)) >= 5:
+            if (out / LOSSES_FILE).exists() and len(read_losses(out)) >= 3:
                 break
             time.sleep(0.05)
         else:
@@ -407,8 +410,8 @@ def test_sigkill_then_resume_continues_the_exact_loss_curve(cache, reference_run
         proc.kill()
         proc.wait()
     killed_at = torch.load(out / CKPT_LAST, weights_only=True)["step"]
-    assert 2 <= killed_at < 8
-    run_inprocess(tiny_args(cache, out, max_steps=8), resume=True)
+    assert 2 <= killed_at < REF_STEPS, f"killed at step {killed_at}: not mid-run"
+    run_inprocess(tiny_args(cache, out, max_steps=REF_STEPS), resume=True)
     ref = read_losses(reference_run)
     got = read_losses(out)
     assert [l["step"] for l in got] == [l["step"] for l in ref]
