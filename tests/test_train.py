@@ -98,25 +98,17 @@ def run_inprocess(args: list, resume: bool = False) -> dict:
         torch.set_num_threads(threads)
 
 
-def _ddp_child(rank: int, world: int, port: int, args: list) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from pretrain.train import train
+def run_torchrun(args: list, world: int = 2) -> None:
+    """``world`` gloo ranks launched the way users launch them: ``torchrun -m pretrain.train``.
 
-    train(load_config(None, args))
-
-
-def run_ddp_fork(args: list, world: int = 2) -> None:
-    """``world`` gloo ranks forked from this process: what torchrun does, minus re-importing torch."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_child, args=(world, port, args), nprocs=world, join=True, start_method="fork")
+    A subprocess, not a fork of the test process: forking a process whose OpenMP pool has already
+    run (any earlier torch test) can deadlock the child.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+           "-m", "pretrain.train", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +366,7 @@ def test_run_writes_losses_checkpoints_and_keeps_best(reference_run):
 def test_ddp_two_processes_match_one_process(cache, reference_run_no_dropout, tmp_path):
     reference_run = reference_run_no_dropout
     out = tmp_path / "ddp"
-    run_ddp_fork(tiny_args(cache, out, dropout=0.0), world=2)
+    run_torchrun(tiny_args(cache, out, dropout=0.0), world=2)
     a = torch.load(reference_run / CKPT_LAST, weights_only=True)["model"]
     b = torch.load(out / CKPT_LAST, weights_only=True)["model"]
     assert a.keys() == b.keys()
