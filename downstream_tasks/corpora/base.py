@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 
 class CorpusError(ValueError):
@@ -39,13 +39,24 @@ class Utterance:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def iter_files(root: Path, pattern: str) -> Iterator[Path]:
-    """Recursive glob that skips macOS debris in any path part: hidden names (``._*`` copies,
+def visible(root: Path, path: Path) -> bool:
+    """False for macOS debris in any path part below `root`: hidden names (``._*`` copies,
     ``.DS_Store``) and ``__MACOSX/`` folders that zip tools add beside the real tree."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in Path(path).relative_to(root).parts)
+
+
+def iter_files(root: Path, pattern: str) -> Iterator[Path]:
+    """Recursive glob over real files only (see `visible`)."""
     root = Path(root)
     for path in sorted(root.rglob(pattern)):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
-            continue
-        if path.is_file():
+        if visible(root, path) and path.is_file():
             yield path
+
+
+def report(err: CorpusError, strict: bool, skipped: Optional[List[CorpusError]]) -> None:
+    """A recoverable problem (a missing wav, a NaN target): raise it in strict mode, else collect it
+    in `skipped` so that prepare lists it in skipped.csv."""
+    if strict:
+        raise err
+    if skipped is not None:
+        skipped.append(err)

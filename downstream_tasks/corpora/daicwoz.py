@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance
+from .base import CorpusError, Utterance, report, visible
 
 CORPUS = "daicwoz"
 SPLIT_FILES = {"train": "train_split_Depression_AVEC2017.csv", "dev": "dev_split_Depression_AVEC2017.csv"}
@@ -77,16 +77,6 @@ class Interview:
         return sum(e - s for s, e in self.intervals)
 
 
-def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
-    if strict:
-        raise err
-    if skipped is not None:
-        skipped.append(err)
-
-
-def _visible(root: Path, path: Path) -> bool:
-    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
-    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def _int_cell(path: Path, line: int, column: str, cell: Optional[str], required: bool) -> Optional[int]:
@@ -184,7 +174,7 @@ def participant_intervals(pid: int, rows: Sequence[Tuple[float, float, str, str,
         if speaker != "participant" or value.lower() in SYNC_MARKERS or start < first_ellie:
             continue
         if stop < start:
-            _report(CorpusError(transcript, f"line {lineno}: stop {stop} before start {start}; row skipped"),
+            report(CorpusError(transcript, f"line {lineno}: stop {stop} before start {start}; row skipped"),
                     strict, skipped)
             continue
         start, stop = start + offset, stop + offset
@@ -198,7 +188,7 @@ def participant_intervals(pid: int, rows: Sequence[Tuple[float, float, str, str,
 
 def _find_unique(root: Path, name: str) -> Path:
     hits = [p for p in sorted(root.rglob(name))
-            if p.is_file() and _visible(root, p)]
+            if p.is_file() and visible(root, p)]
     if not hits:
         raise CorpusError(root, f"no {name} under the DAIC-WOZ root")
     if len(hits) > 1:
@@ -210,7 +200,7 @@ def _participant_dirs(root: Path) -> Dict[int, Path]:
     dirs: Dict[int, Path] = {}
     for p in sorted(root.rglob("*_P")):
         m = PARTICIPANT_DIR_RE.match(p.name)
-        if not m or not p.is_dir() or not _visible(root, p):
+        if not m or not p.is_dir() or not visible(root, p):
             continue
         pid = int(m.group(1))
         if pid in dirs:
@@ -240,25 +230,25 @@ def read_interviews(root: Path | str, *, splits: Sequence[str] = ("train", "dev"
             pid = row["pid"]
             folder = dirs.get(pid)
             if folder is None:
-                _report(CorpusError(root, f"no {pid}_P/ folder for participant {pid} of {split_csv.name}; "
+                report(CorpusError(root, f"no {pid}_P/ folder for participant {pid} of {split_csv.name}; "
                                           "skipped"), strict, skipped)
                 continue
             audio, transcript = folder / f"{pid}_AUDIO.wav", folder / f"{pid}_TRANSCRIPT.csv"
             lost = [p.name for p in (audio, transcript) if not p.is_file()]
             if lost:
-                _report(CorpusError(folder, f"missing {', '.join(lost)}; participant {pid} skipped"),
+                report(CorpusError(folder, f"missing {', '.join(lost)}; participant {pid} skipped"),
                         strict, skipped)
                 continue
             try:
                 info = sf.info(str(audio))
             except Exception as exc:  # libsndfile raises its own error types
-                _report(CorpusError(audio, f"unreadable audio ({exc}); participant {pid} skipped"), strict, skipped)
+                report(CorpusError(audio, f"unreadable audio ({exc}); participant {pid} skipped"), strict, skipped)
                 continue
             duration = info.frames / float(info.samplerate)
             intervals = participant_intervals(pid, read_transcript(transcript), duration, transcript,
                                               strict=strict, skipped=skipped)
             if not intervals:
-                _report(CorpusError(transcript, f"no participant speech left for {pid}; skipped"),
+                report(CorpusError(transcript, f"no participant speech left for {pid}; skipped"),
                         strict, skipped)
                 continue
             out.append(Interview(pid=pid, split=split, phq8_binary=row["phq8_binary"],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance
+from .base import CorpusError, Utterance, report, visible
 
 CORPUS = "iemocap"
 SESSIONS = (1, 2, 3, 4, 5)
@@ -38,16 +38,6 @@ def speaker_of(utt_id: str) -> str:
     return f"Ses0{m.group(1)}{m.group(2)}"
 
 
-def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
-    if strict:
-        raise err
-    if skipped is not None:
-        skipped.append(err)
-
-
-def _visible(root: Path, path: Path) -> bool:
-    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
-    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def parse_label_file(path: Path) -> List[dict]:
@@ -86,7 +76,7 @@ def _find_release_root(root: Path) -> Path:
     if (root / "Session1").is_dir():
         return root
     candidates = sorted(p.parent for p in root.rglob("Session1") if p.is_dir()
-                        and _visible(root, p))
+                        and visible(root, p))
     if not candidates:
         raise CorpusError(root, "no Session1 folder found (expected IEMOCAP_full_release/Session1..5)")
     return candidates[0]
@@ -124,7 +114,7 @@ def parse_iemocap(root: Path | str, *, sessions: Sequence[int] = SESSIONS, stric
                 dialog = utt.rsplit("_", 1)[0]
                 wav = sdir / "sentences" / "wav" / dialog / f"{utt}.wav"
                 if not wav.is_file():
-                    _report(CorpusError(wav, f"audio missing for {utt} (labelled in {lf.name} line "
+                    report(CorpusError(wav, f"audio missing for {utt} (labelled in {lf.name} line "
                                              f"{row['lineno']}); skipped"), strict, skipped)
                     continue
                 out.append(Utterance(

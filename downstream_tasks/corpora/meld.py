@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, iter_files
+from .base import CorpusError, Utterance, iter_files, report, visible
 
 CORPUS = "meld"
 SPLITS = ("train", "dev", "test")
@@ -43,16 +43,6 @@ FFMPEG_WORKERS = 4
 WAV_HEADER_BYTES = 44
 
 
-def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
-    if strict:
-        raise err
-    if skipped is not None:
-        skipped.append(err)
-
-
-def _visible(root: Path, path: Path) -> bool:
-    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
-    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def _find_unique(root: Path, name: str, want_dir: bool) -> Path:
@@ -78,7 +68,7 @@ def iter_dirs(root: Path, name: str):
     """Folders called `name` under `root`, skipping hidden path parts."""
     root = Path(root)
     for p in sorted(root.rglob(name)):
-        if p.is_dir() and _visible(root, p):
+        if p.is_dir() and visible(root, p):
             yield p
 
 
@@ -141,11 +131,11 @@ def parse_meld(root: Path | str, *, splits: Sequence[str] = SPLITS, strict: bool
             seen.add(name)
             clip = clip_dir / f"{name}.mp4"
             if (split, name) in KNOWN_BAD:
-                _report(CorpusError(clip, f"{split} {name}: {KNOWN_BAD[(split, name)]}; skipped"),
+                report(CorpusError(clip, f"{split} {name}: {KNOWN_BAD[(split, name)]}; skipped"),
                         strict=False, skipped=skipped)
                 continue
             if not clip.is_file():
-                _report(CorpusError(clip, f"clip missing for {split} {name} ({csv_path.name} {where}); "
+                report(CorpusError(clip, f"clip missing for {split} {name} ({csv_path.name} {where}); "
                                           "skipped"), strict, skipped)
                 continue
             out.append(Utterance(
@@ -205,7 +195,7 @@ def extract_meld_audio(utterances: Sequence[Utterance], out_dir: Path | str, *, 
     done: List[Utterance] = []
     for u, target, reason in zip(utterances, targets, reasons):
         if reason is not None:
-            _report(CorpusError(u.path, f"ffmpeg could not convert the clip ({reason}); skipped"), strict, skipped)
+            report(CorpusError(u.path, f"ffmpeg could not convert the clip ({reason}); skipped"), strict, skipped)
             continue
         done.append(replace(u, path=target, extra={**u.extra, "clip": str(u.path)}))
     return done

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, iter_files
+from .base import CorpusError, Utterance, iter_files, report, visible
 from .mosi_folds import STANDARD_TEST_FOLD, STANDARD_TRAIN_FOLD, STANDARD_VALID_FOLD
 
 CORPUS = "mosi"
@@ -38,16 +38,6 @@ def sentiment_class(score: float) -> str:
     return "negative" if score < NEGATIVE_BELOW else "positive"
 
 
-def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
-    if strict:
-        raise err
-    if skipped is not None:
-        skipped.append(err)
-
-
-def _visible(root: Path, path: Path) -> bool:
-    """False for anything under a hidden folder or a macOS `__MACOSX/` copy (zip leftovers)."""
-    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def _find_one(root: Path, hits: list, what: str) -> Path:
@@ -94,7 +84,7 @@ def parse_mosi(root: Path | str, *, strict: bool = False, skipped: Optional[list
         raise CorpusError(root, "CMU-MOSI root is not a directory")
     label_csv = _find_one(root, list(iter_files(root, LABEL_CSV)), f"Labels/{LABEL_CSV}")
     seg_dirs = [p for p in sorted(root.rglob("Segmented")) if p.is_dir() and p.parent.name == "WAV_16000"
-                and _visible(root, p)]
+                and visible(root, p)]
     seg_dir = _find_one(root, seg_dirs, "Audio/WAV_16000/Segmented folder")
     out: List[Utterance] = []
     seen = set()
@@ -105,7 +95,7 @@ def parse_mosi(root: Path | str, *, strict: bool = False, skipped: Optional[list
         seen.add(key)
         wav = seg_dir / f"{key}.wav"
         if not wav.is_file():
-            _report(CorpusError(wav, f"audio missing for labelled segment {key}; skipped"), strict, skipped)
+            report(CorpusError(wav, f"audio missing for labelled segment {key}; skipped"), strict, skipped)
             continue
         out.append(Utterance(
             id=f"{CORPUS}-{key}", path=wav, speaker=vid, label=sentiment_class(score), corpus=CORPUS,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, iter_files
+from .base import CorpusError, Utterance, iter_files, report
 
 CORPUS = "mspimprov"
 LABEL_FILES = ("Evaluation.txt", "Evalution.txt")
@@ -30,12 +30,6 @@ NAME_RE = re.compile(r"^MSP-IMPROV-S(\d{2})([AHSN])-([FM])(\d{2})-([RSTP])-([FM]
 HEADER_RE = re.compile(r"^UTD-IMPROV-(\S+?)\.avi\s*;")
 VALUE_RE = re.compile(r"^([A-Z])\s*:\s*(\S+)$")
 
-
-def _report(err: CorpusError, strict: bool, skipped: Optional[list]) -> None:
-    if strict:
-        raise err
-    if skipped is not None:
-        skipped.append(err)
 
 
 def parse_name(name: str) -> dict:
@@ -139,11 +133,11 @@ def parse_mspimprov(root: Path | str, *, strict: bool = False, skipped: Optional
         rec = evaluation[name]
         nan_targets = [t for t in TARGETS if math.isnan(rec[t])]
         if nan_targets:
-            _report(CorpusError(label_file, f"{name}: NaN {'/'.join(nan_targets)}; dropped"), False, skipped)
+            report(CorpusError(label_file, f"{name}: NaN {'/'.join(nan_targets)}; dropped"), False, skipped)
             continue
         wav = wavs.get(name)
         if wav is None:
-            _report(CorpusError(label_file, f"{name}: no audio file {name}.wav; skipped"), strict, skipped)
+            report(CorpusError(label_file, f"{name}: no audio file {name}.wav; skipped"), strict, skipped)
             continue
         info = parse_name(name)
         out.append(Utterance(
