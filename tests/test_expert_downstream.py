@@ -216,16 +216,6 @@ def test_checkpoint_with_arbitrary_pickles_is_not_unpickled(corpus, tmp_path, ca
 
 
 # ------------------------------------------------------------------------------- end to end
-def _care_available():
-    try:
-        from care_upstream.config import CareConfig  # noqa: F401
-        from care_upstream.model import CARE  # noqa: F401
-    except Exception:
-        return False
-    return (ROOT / "run_downstream.py").is_file()
-
-
-@pytest.mark.skipif(not _care_available(), reason="care_upstream.model or run_downstream.py not there yet")
 def test_end_to_end_through_s3prl_runner(corpus, tmp_path):
     from care_upstream.config import CareConfig
     from care_upstream.model import CARE
