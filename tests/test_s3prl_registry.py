@@ -113,3 +113,33 @@ def test_registered_checkout_imports_care_from_its_own_hub(s3prl_checkout):
 def test_not_a_checkout_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an s3prl checkout"):
         register_checkout(tmp_path)
+
+
+def test_registered_checkout_runs_its_own_runner_with_care(s3prl_checkout, tmp_path):
+    """The SUPERB user's way: `cd <checkout>/s3prl && python run_downstream.py -u care ...` (no launcher)."""
+    import torch
+
+    from care_upstream import CARE, CareConfig
+    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
+    from downstream_tasks.prepare import prepare_task
+
+    register_checkout(s3prl_checkout, tasks=["emotion_cafe"])
+    write_demo_corpus(tmp_path / "raw", seed=2, cfg=DemoConfig(sample_rate=16000, n_sentences=1))
+    prepare_task("emotion_cafe", tmp_path / "raw", tmp_path / "manifest", progress=False, verbose=False)
+    torch.manual_seed(0)
+    CARE(CareConfig.tiny()).save_pretrained(tmp_path / "care_tiny")
+    expdir = tmp_path / "exp"
+    overrides = ",,".join([
+        "config.runner.total_steps=2", "config.runner.eval_step=2", "config.runner.save_step=2",
+        "config.downstream_expert.datarc.num_workers=0", "config.downstream_expert.datarc.batch_size=8",
+        f"config.downstream_expert.datarc.manifest_dir='{tmp_path / 'manifest'}'",
+    ])
+    env = {**__import__("os").environ, "PYTHONPATH": str(s3prl_checkout), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "run_downstream.py", "-m", "train", "-u", "care", "-k", str(tmp_path / "care_tiny"),
+         "-d", "emotion_cafe", "-p", str(expdir), "--device", "cpu", "-o", overrides],
+        cwd=s3prl_checkout / "s3prl", env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (expdir / "dev-best.ckpt").is_file()
+    assert "dev" in __import__("json").loads((expdir / "results.json").read_text())
