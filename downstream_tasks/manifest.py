@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+from care_superb import atomic
 
 MANIFEST = "manifest.csv"
 SKIPPED = "skipped.csv"
@@ -52,17 +51,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     UTF-8 with ``surrogateescape``: a path whose bytes are not UTF-8 (CaFE unzipped by Info-ZIP
     has raw CP437 folder names) is written back byte for byte and reads back as the same path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(path, text, errors="surrogateescape", newline="")
 
 
 def _fmt(x: Optional[float]) -> str:

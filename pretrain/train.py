@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from care_superb import atomic
+from care_superb.atomic import atomic_path
 from pretrain.config import ConfigError, TrainConfig, check_resume_compatible, load_config
 from pretrain.data import PretrainDataset, StepBatchSampler, collate, split_ids, val_shard
 
@@ -210,12 +212,8 @@ def _tuplify(x):
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """tmp + fsync + os.replace: a kill mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -241,9 +239,7 @@ def truncate_losses(path: Path, last_step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             break  # a torn last line
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(k + "\n" for k in keep))
 
 
 def train_step(model: nn.Module, micro: List, optimizers: Sequence[torch.optim.Optimizer],

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from sweep.cells import UpstreamSpec, sha256_file, write_json_atomic
+from care_superb.atomic import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -235,15 +235,8 @@ class FeatureCache:
                 "settings": json.dumps(self.settings), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         name = hashlib.sha256(json.dumps([keys, sorted(failed)]).encode()).hexdigest()[:16]
         path = self.dir / f"shard-{name}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".shard-", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"means": m, "frames": fr}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            save_file({"means": m, "frames": fr}, str(tmp), metadata=meta)
         return path
 
     # ------------------------------------------------------------ extraction

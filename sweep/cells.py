@@ -15,10 +15,10 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from care_superb import atomic
 
 RESULTS_NAME = "results.json"
 PLAN_NAME = "sweep.json"
@@ -141,20 +141,8 @@ def software_versions() -> Dict[str, str]:
 
 
 def write_json_atomic(path: os.PathLike, data: Any) -> None:
-    """tmp + fsync + os.replace: a kill never leaves a half-written results.json that looks finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A kill never leaves a half-written results.json that looks finished."""
+    atomic.write_json(path, data)
 
 
 REQUIRED_FIELDS = ("schema", "status", "task", "fold", "seed", "upstream", "metrics", "config", "versions")
@@ -220,14 +208,4 @@ def config_digest(config: Mapping[str, Any]) -> str:
 
 
 def write_text_atomic(path: os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(path, text)

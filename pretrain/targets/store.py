@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+from care_superb import atomic
 
 INDEX_VERSION = 1
 RUN_FILE = "run.json"
@@ -62,30 +63,9 @@ def worker_tag(rank: int, world_size: int) -> str:
     return f"w{rank:03d}of{world_size:03d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a sibling temp file, fsync, then rename: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """A reader sees the old file or the whole new one (see `care_superb.atomic`)."""
+    atomic.write_bytes(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
