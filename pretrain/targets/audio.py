@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from care_superb.audio import AudioError, read_mono
 from pretrain.targets.frames import SAMPLE_RATE, care_min_samples
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -53,24 +54,11 @@ class Waveform:
 
 def load_audio(path: Path | str, checks: AudioChecks = AudioChecks()) -> Waveform:
     """Decode ``path``, mix down to mono, resample to 16 kHz, and check it; raises `BadAudioError`."""
-    import soundfile as sf
-
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError... on garbage
-        raise BadAudioError(path, "unreadable", f"{type(err).__name__}: {err}") from None
-    channels = int(data.shape[1])
-    if data.shape[0] == 0 or channels == 0:
-        raise BadAudioError(path, "empty")
-    if not np.isfinite(data).all():
-        raise BadAudioError(path, "nan", "non-finite samples")
-    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
-    if sr != SAMPLE_RATE:
-        import torch
-        import torchaudio.functional as AF
-
-        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), int(sr), SAMPLE_RATE).numpy()
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
+        wav, sr, channels = read_mono(path, SAMPLE_RATE)
+    except AudioError as err:
+        raise BadAudioError(path, err.reason, err.problem) from None
+    mono = np.ascontiguousarray(wav.numpy(), dtype=np.float32)
     peak = float(np.abs(mono).max()) if mono.size else 0.0
     if peak < checks.silence_peak:
         raise BadAudioError(path, "silent", f"peak {peak:.2e} < {checks.silence_peak:.0e}")
