@@ -113,3 +113,20 @@ def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
     (out / "table.md").unlink()
     table_main([str(out), "--no-plots"])
     assert (out / "table.md").read_text() == table
+
+
+def test_parallel_jobs_give_the_same_cells_as_one_job(corpus, tmp_path):
+    """--jobs 2 (two CPU workers) must not change any cell: same seeds, same data order, same metrics."""
+    common = dict(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=2, folds=["fold1", "fold2"],
+                  data=str(corpus / "data"), cache=str(tmp_path / "cache"), devices=["cpu"], overrides=STEPS,
+                  plots=False, table=False)
+    one = run_sweep(SweepConfig(out=str(tmp_path / "one"), jobs=1, **common))
+    two = run_sweep(SweepConfig(out=str(tmp_path / "two"), jobs=2, **common))
+    assert one["ran"] == two["ran"] == 4 and not one["failed"] and not two["failed"]
+    a = {p.relative_to(tmp_path / "one"): json.loads(p.read_text())
+         for p in (tmp_path / "one").glob("*/*/*/seed*/results.json")}
+    b = {p.relative_to(tmp_path / "two"): json.loads(p.read_text())
+         for p in (tmp_path / "two").glob("*/*/*/seed*/results.json")}
+    assert a.keys() == b.keys() and len(a) == 4
+    for key in a:
+        assert a[key]["metrics"] == b[key]["metrics"], key
