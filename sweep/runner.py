@@ -203,10 +203,20 @@ def _extract_job(job: Dict[str, Any]) -> Dict[str, Any]:
 _FEATURES: Dict[Tuple, Any] = {}
 
 
+def _cache_fingerprint(cache_root) -> Tuple:
+    """Which shards the on-disk cache holds now (names are content hashes; mtimes catch rewrites)."""
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in Path(cache_root).rglob("shard-*.safetensors")))
+
+
 def _cached_features(job, spec, utts):
+    """Features of one task, kept in memory while consecutive cells of the same task run here.
+
+    The key names the cache folder and its current shards, so a second sweep in the same process
+    (another cache, or recomputed shards after an audio file changed) never gets stale features.
+    """
     from sweep.cache import CacheConfig, FeatureCache
 
-    key = (spec.key, job["task"], job["manifest_mtime"])
+    key = (spec.key, job["task"], job["manifest_mtime"], str(job["cache_root"]), _cache_fingerprint(job["cache_root"]))
     if key not in _FEATURES:
         cache = FeatureCache(job["cache_root"], spec, CacheConfig(max_seconds=job["max_seconds"],
                                                                   min_seconds=job["min_seconds"]), log=_log)
