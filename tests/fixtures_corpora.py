@@ -294,3 +294,26 @@ def make_mspimprov(root: Path, label_name: str = "Evaluation.txt", audio_dir: st
             write_tone(root / audio_dir / f"session{session}" / f"S{sent}" / rec / f"{name}.wav", freq=100 + 7 * si)
     (root / label_name).write_text("\n".join(blocks))
     return truth
+
+
+# ---------------------------------------------------------------------- demo corpus + tiny CARE
+def prepare_demo_cafe(raw: Path, out: Path, seed: int = 0, n_actors: int = 12) -> Path:
+    """A small synthetic corpus in CaFE's layout (16 kHz, one sentence per actor × emotion × intensity)
+    written to `raw` and prepared as emotion_cafe into `out`; returns `out` (the manifest folder)."""
+    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
+    from downstream_tasks.prepare import prepare_task
+
+    write_demo_corpus(raw, seed=seed, cfg=DemoConfig(sample_rate=16000, n_actors=n_actors, n_sentences=1))
+    prepare_task("emotion_cafe", raw, out, progress=False, verbose=False)
+    return out
+
+
+def save_tiny_care(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny CARE upstream folder (config.json + model.safetensors)."""
+    import torch
+
+    from care_upstream import CARE, CareConfig
+
+    torch.manual_seed(seed)
+    CARE(CareConfig.tiny()).save_pretrained(folder)
+    return folder

@@ -217,11 +217,9 @@ def test_checkpoint_with_arbitrary_pickles_is_not_unpickled(corpus, tmp_path, ca
 
 # ------------------------------------------------------------------------------- end to end
 def test_end_to_end_through_s3prl_runner(corpus, tmp_path):
-    from care_upstream.config import CareConfig
-    from care_upstream.model import CARE
+    from fixtures_corpora import save_tiny_care
 
-    torch.manual_seed(0)
-    CARE(CareConfig.tiny()).save_pretrained(tmp_path / "care_tiny")
+    save_tiny_care(tmp_path / "care_tiny")
     expdir = tmp_path / "exp"
     overrides = ",,".join([
         "config.runner.total_steps=2", "config.runner.eval_step=2", "config.runner.save_step=2",

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
-from downstream_tasks.prepare import prepare_task
+from fixtures_corpora import prepare_demo_cafe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,9 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     base = tmp_path_factory.mktemp("launcher_corpus")
-    write_demo_corpus(base / "raw", seed=1, cfg=DemoConfig(sample_rate=16000, n_sentences=1))
-    prepare_task("emotion_cafe", base / "raw", base / "manifest", progress=False, verbose=False)
-    return base / "manifest"
+    return prepare_demo_cafe(base / "raw", base / "manifest", seed=1)
 
 
 def run(args, home, **env):

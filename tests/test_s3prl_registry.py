@@ -117,17 +117,11 @@ def test_not_a_checkout_is_refused(tmp_path):
 
 def test_registered_checkout_runs_its_own_runner_with_care(s3prl_checkout, tmp_path):
     """The SUPERB user's way: `cd <checkout>/s3prl && python run_downstream.py -u care ...` (no launcher)."""
-    import torch
-
-    from care_upstream import CARE, CareConfig
-    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
-    from downstream_tasks.prepare import prepare_task
+    from fixtures_corpora import prepare_demo_cafe, save_tiny_care
 
     register_checkout(s3prl_checkout, tasks=["emotion_cafe"])
-    write_demo_corpus(tmp_path / "raw", seed=2, cfg=DemoConfig(sample_rate=16000, n_sentences=1))
-    prepare_task("emotion_cafe", tmp_path / "raw", tmp_path / "manifest", progress=False, verbose=False)
-    torch.manual_seed(0)
-    CARE(CareConfig.tiny()).save_pretrained(tmp_path / "care_tiny")
+    prepare_demo_cafe(tmp_path / "raw", tmp_path / "manifest", seed=2)
+    save_tiny_care(tmp_path / "care_tiny")
     expdir = tmp_path / "exp"
     overrides = ",,".join([
         "config.runner.total_steps=2", "config.runner.eval_step=2", "config.runner.save_step=2",

@@ -23,17 +23,12 @@ STEPS = ["config.runner.total_steps=8", "config.runner.eval_step=4", "config.run
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from care_upstream.config import CareConfig
-    from care_upstream.model import CARE
-    from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
-    from downstream_tasks.prepare import prepare_task
+    from fixtures_corpora import prepare_demo_cafe, save_tiny_care
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("sweep")
-    write_demo_corpus(base / "demo", cfg=DemoConfig(sample_rate=16000, n_actors=10, n_sentences=1))
-    prepare_task("emotion_cafe", base / "demo", base / "data" / "emotion_cafe", progress=False)
-    torch.manual_seed(0)
-    CARE(CareConfig.tiny()).save_pretrained(base / "tiny_care")
+    prepare_demo_cafe(base / "demo", base / "data" / "emotion_cafe", n_actors=10)
+    save_tiny_care(base / "tiny_care")
     return base
 
 

@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from care_upstream import CARE, CareConfig
 from downstream_tasks import protocol
 from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
 from downstream_tasks.prepare import prepare_task
 from fixtures_corpora import (have_ffmpeg, make_daicwoz, make_iemocap, make_meld, make_mosi,
-                              make_mspimprov, write_tone)
+                              make_mspimprov, save_tiny_care, write_tone)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,10 +59,7 @@ def test_every_task_has_an_end_to_end_fixture():
 
 @pytest.fixture(scope="module")
 def care_tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("care_tiny") / "care_tiny"
-    torch.manual_seed(0)
-    CARE(CareConfig.tiny()).save_pretrained(folder)
-    return folder
+    return save_tiny_care(tmp_path_factory.mktemp("care_tiny") / "care_tiny")
 
 
 def run(args):
