@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from care_superb.audio import AudioError, read_mono
 from pretrain.targets.frames import care_frame_count
 
 # Distinct streams of the data RNG, so that the split, the order and the crops never share draws.
@@ -43,18 +44,12 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[
 
 
 def load_audio(path: str, sample_rate: int) -> torch.Tensor:
-    """Mono float32 waveform at ``sample_rate`` (the same reading the target writer did)."""
-    import soundfile as sf
-
+    """Mono float32 waveform at ``sample_rate``: the shared decoder the target writer used too, so
+    crops line up with the targets computed from the same samples."""
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for unreadable files
-        raise PretrainDataError(f"{path}: cannot read audio ({e})") from None
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
-    if sr != sample_rate:
-        import torchaudio.functional as AF
-
-        wav = AF.resample(wav, sr, sample_rate)
+        wav, _, _ = read_mono(path, sample_rate)
+    except AudioError as e:
+        raise PretrainDataError(f"{path}: cannot read audio ({e.problem})") from None
     return wav.contiguous()
 
 
