@@ -9,7 +9,7 @@ import torch
 from downstream_tasks import protocol
 from downstream_tasks.corpora import daicwoz
 from downstream_tasks.corpora.base import CorpusError
-from downstream_tasks.corpora.daicwoz import (DaicWozConfig, draw_windows, load_segment, parse_daicwoz,
+from downstream_tasks.corpora.daicwoz import (DaicWozConfig, draw_windows, parse_daicwoz,
                                               participant_intervals, pieces_from_str, pieces_to_str,
                                               read_interviews, read_transcript)
 from fixtures_corpora import (DAIC_OFFSETS, DAIC_ROWS, DAIC_SPEECH, SR, make_daicwoz, write_daic_transcript, write_ramp)
@@ -121,10 +121,12 @@ def test_draw_windows_maps_concatenated_positions_back_to_audio():
     assert short == [[(1.0, 1.4)]] * 3
 
 
-def test_load_segment_reads_exactly_the_pieces(tmp_path):
+def test_segment_audio_is_exactly_the_pieces(tmp_path):
+    from downstream_tasks.audio import load_audio
+
     path = write_ramp(tmp_path / "300_AUDIO.wav", seconds=2.0)
     pieces = [(0.5, 0.75), (1.25, 1.5)]
-    wav = load_segment(path, pieces_from_str(pieces_to_str(pieces)))
+    wav = load_audio(path, segments=pieces_from_str(pieces_to_str(pieces)), crop_pad=False)
     expected = torch.cat([torch.arange(8000, 12000), torch.arange(20000, 24000)]).float() / 32768
     assert wav.shape == (8000,)
     assert torch.allclose(wav, expected)

@@ -8,7 +8,7 @@ An interview becomes training examples as 10 s windows drawn at random over the 
 train has 30·100 + 77·39 = 6003 and dev 12·100 + 23·39 = 2097 segments (SPEC §4). Windows may
 overlap (many interviews have fewer than 100 disjoint ones) and are redrawn per run with
 seed = (run seed, participant id). A segment is an `Utterance` whose `extra["pieces"]` lists the
-(start, end) seconds in the interview wav that make up its 10 s; `load_segment` reads them.
+(start, end) seconds in the interview wav that make up its 10 s; `downstream_tasks.audio.load_audio(segments=...)` reads them.
 
 Transcript repairs follow adbailey1/daic_woz_process `config_files/config_process.py`: drop the chatter
 before Ellie's first line, cut the two interruptions, shift four misaligned transcripts, drop sync
@@ -347,15 +347,3 @@ def pieces_from_str(text: str) -> List[Tuple[float, float]]:
             raise ValueError(f"bad segment piece {part!r} in {text!r} (expected start-end)")
         out.append((float(s), float(e)))
     return out
-
-
-def load_segment(path: Path | str, pieces: Sequence[Tuple[float, float]]):
-    """The segment's audio: each piece read through `downstream_tasks.audio.load_audio` (mono, 16 kHz,
-    no crop/pad) and concatenated; crop/pad to the task length is the caller's business."""
-    import torch
-
-    from downstream_tasks.audio import load_audio
-
-    if not pieces:
-        raise ValueError(f"{path}: a segment needs at least one (start, end) piece")
-    return torch.cat([load_audio(path, start=s, end=e, crop_pad=False) for s, e in pieces])
