@@ -175,16 +175,18 @@ def build_rows(c: Collected, cfg: TableConfig = TableConfig()) -> Dict[str, Any]
     """The numbers behind both files: per-task rows, the average row and the regression rows."""
     cls_tasks = [t for t in c.tasks if c.kinds.get(t, "classification") == "classification"]
     reg_tasks = [t for t in c.tasks if c.kinds.get(t) == "regression"]
-    rows = []
-    for t in cls_tasks:
+
+    def task_row(t: str, metrics: Sequence[str]) -> Dict[str, Any]:
         row = {"task": t, "label": TASK_LABELS.get(t, t), "cells": {}}
         for u in c.upstreams:
             e = c.entries.get((t, u))
-            for metric in cfg.classification_metrics:
+            for metric in metrics:
                 if e is not None and e.values.get(metric):
                     m, s = mean_std(e.values[metric], cfg.ddof)
                     row["cells"][(u, metric)] = (m, s, e.n, e.expected)
-        rows.append(row)
+        return row
+
+    rows = [task_row(t, cfg.classification_metrics) for t in cls_tasks]
     # The average compares upstreams only over tasks every upstream finished completely.
     complete = [t for t in cls_tasks
                 if all((c.entries.get((t, u)) is not None
@@ -197,16 +199,7 @@ def build_rows(c: Collected, cfg: TableConfig = TableConfig()) -> Dict[str, Any]
             vals = [mean_std(c.entries[(t, u)].values[metric], cfg.ddof)[0] for t in complete]
             if vals:
                 average[(u, metric)] = sum(vals) / len(vals)
-    reg_rows = []
-    for t in reg_tasks:
-        row = {"task": t, "label": TASK_LABELS.get(t, t), "cells": {}}
-        for u in c.upstreams:
-            e = c.entries.get((t, u))
-            for metric in cfg.regression_metrics:
-                if e is not None and e.values.get(metric):
-                    m, s = mean_std(e.values[metric], cfg.ddof)
-                    row["cells"][(u, metric)] = (m, s, e.n, e.expected)
-        reg_rows.append(row)
+    reg_rows = [task_row(t, cfg.regression_metrics) for t in reg_tasks]
     return {"rows": rows, "average": average, "average_tasks": complete, "n_cls_tasks": len(cls_tasks),
             "reg_rows": reg_rows}
 
