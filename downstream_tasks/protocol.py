@@ -252,11 +252,6 @@ def check_speaker_disjoint(utterances: Sequence[Utterance], splits: Sequence[str
         raise SpeakerOverlapError(task, fold, overlaps)
 
 
-def split_counts(utterances: Sequence[Utterance], splits: Sequence[str]) -> Dict[str, int]:
-    c = Counter(s for s in splits if s != UNUSED)
-    return {s: c.get(s, 0) for s in SPLITS}
-
-
 # -------------------------------------------------------------------------------------- tasks
 def _identity(labels: Sequence[str]) -> Dict[str, str]:
     return {label: label for label in labels}

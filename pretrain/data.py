@@ -13,7 +13,6 @@ ranks' batches is the global batch a single process would draw, and crop offsets
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -180,7 +179,3 @@ def val_shard(num_items: int, world_size: int, rank: int, batch_size: int) -> Li
     """This rank's validation batches: every item exactly once over all ranks (no padding)."""
     mine = list(range(rank, num_items, world_size))
     return [[(i, 0) for i in mine[j:j + batch_size]] for j in range(0, len(mine), batch_size)]
-
-
-def num_batches(num_items: int, batch_size: int) -> int:
-    return math.ceil(num_items / batch_size)
