@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
+from care_core import atomic
 from care_superb.s3prl_registry import TASKS_DIR, project_tasks
 
 HUB_LINE = "from s3prl.upstream.care.hubconf import *  # added by care-superb register-s3prl"
@@ -33,21 +34,14 @@ def find_package_dir(checkout: Path) -> Path:
     )
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def register_checkout(checkout: Path, tasks: Optional[List[str]] = None) -> List[Path]:
     """Write the shims into `checkout`; returns the files written or changed."""
     pkg = find_package_dir(checkout)
     written: List[Path] = []
 
     upstream = pkg / "upstream" / "care"
-    _write(upstream / "__init__.py", SHIM_HEADER)
-    _write(
+    atomic.write_text(upstream / "__init__.py", SHIM_HEADER)
+    atomic.write_text(
         upstream / "hubconf.py",
         SHIM_HEADER
         + "from care_superb.s3prl_registry import allow_s3prl_checkpoints as _allow\n"
@@ -59,7 +53,7 @@ def register_checkout(checkout: Path, tasks: Optional[List[str]] = None) -> List
     hub = pkg / "hub.py"
     hub_text = hub.read_text()
     if HUB_LINE not in hub_text:
-        _write(hub, hub_text.rstrip("\n") + "\n" + HUB_LINE + "\n")
+        atomic.write_text(hub, hub_text.rstrip("\n") + "\n" + HUB_LINE + "\n")
         written.append(hub)
 
     for task in tasks or project_tasks():
@@ -67,8 +61,8 @@ def register_checkout(checkout: Path, tasks: Optional[List[str]] = None) -> List
         if not source.is_file():
             raise FileNotFoundError(f"{source}: no such task in care-superb ({', '.join(project_tasks())})")
         target = pkg / "downstream" / task
-        _write(target / "__init__.py", SHIM_HEADER)
-        _write(target / "expert.py", SHIM_HEADER + "from downstream_tasks.expert import DownstreamExpert  # noqa: F401\n")
+        atomic.write_text(target / "__init__.py", SHIM_HEADER)
+        atomic.write_text(target / "expert.py", SHIM_HEADER + "from downstream_tasks.expert import DownstreamExpert  # noqa: F401\n")
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target / "config.yaml")
         written += [target / "__init__.py", target / "expert.py", target / "config.yaml"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, List, Optional
 
-VARIANTS = ("care", "care_acoustic", "care_semantic")
+from care_core.constants import VARIANTS
 PAPER_MILLIONS = {"care": 160, "care_acoustic": 94, "care_semantic": 110}
 
 

@@ -14,11 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-VARIANTS = ("care", "care_acoustic", "care_semantic")
-"""Inference variants (paper Table IV): both paths, acoustic+common, semantic+common."""
-
-SAMPLE_RATE = 16000
-"""The only sample rate the WavLM front end was trained on."""
+from care_core.constants import SAMPLE_RATE, VARIANTS  # noqa: F401 (re-exported)
 
 # Exact roberta-base config.json values (https://huggingface.co/roberta-base/blob/main/config.json);
 # the HF RobertaConfig() defaults differ (BERT values: 512 positions, 2 token types, eps 1e-12).

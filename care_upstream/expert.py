@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import torch
 from s3prl.upstream.interfaces import UpstreamBase
 
-from .config import SAMPLE_RATE, VARIANTS
+from care_core.constants import SAMPLE_RATE, VARIANTS
 from .model import CARE
 
 

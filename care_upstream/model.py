@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,11 @@ import torch
 from torch import nn
 from transformers.models.wavlm.modeling_wavlm import WavLMEncoderLayer
 
+from care_core import atomic
+from care_core.constants import SAMPLE_RATE, VARIANTS
+
 from .adapters import SemanticEncoder
-from .config import SAMPLE_RATE, VARIANTS, CareConfig
+from .config import CareConfig
 from .frontend import FrontEnd
 
 CONFIG_NAME = "config.json"
@@ -73,18 +75,6 @@ def _quiet_mask_warning(active: bool):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
         yield
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class CARE(nn.Module):
@@ -307,14 +297,9 @@ class CARE(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write_bytes(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        config_text = self.config.to_json()
-
-        def _write_config(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(config_text)
-
-        _atomic_write_bytes(folder / CONFIG_NAME, _write_config)
+        with atomic.atomic_path(folder / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        atomic.write_text(folder / CONFIG_NAME, self.config.to_json())
         return folder
 
     @classmethod

@@ -1,6 +1,6 @@
 """Load any corpus audio the same way: mono, 16 kHz, cropped to 30 s, padded to 1 s (SPEC §4).
 
-Bad files raise `AudioError` (from the shared decoder `care_superb.audio`: a ValueError naming the
+Bad files raise `AudioError` (from the shared decoder `care_core.audio`: a ValueError naming the
 file and the problem) so `prepare` can skip and list them instead of letting a NaN reach a batch.
 """
 
@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from care_superb.audio import SAMPLE_RATE, AudioError, Segments, read_mono, read_segments
+from care_core.audio import SAMPLE_RATE, AudioError, Segments, read_mono, read_segments
 
 __all__ = ["AudioConfig", "AudioError", "crop_or_pad", "load_audio", "probe_audio"]
 

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from downstream_tasks.manifest import atomic_write_text
+from care_core import atomic
 
 # The six CaFE sentences (Gournay et al. 2018), with a rough vowel sequence per sentence used to
 # pick the resonances of each synthetic syllable.
@@ -205,8 +205,8 @@ def write_demo_corpus(out, seed: int = 0, cfg: Optional[DemoConfig] = None, prog
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "sentence", "text"])
     w.writerows(rows)
-    atomic_write_text(out / "sentences.csv", buf.getvalue())
-    atomic_write_text(out / "README.txt", __doc__)
+    atomic.write_text(out / "sentences.csv", buf.getvalue())
+    atomic.write_text(out / "README.txt", __doc__)
     return {"root": str(out / root_name), "n_files": len(rows), "sample_rate": cfg.sample_rate, "seed": seed}
 
 

@@ -52,10 +52,10 @@ import torch.nn.functional as F
 from torch.distributed import is_initialized
 from torch.utils.data import DataLoader, DistributedSampler
 
+from care_core import atomic
 from downstream_tasks import metrics, plots
 from downstream_tasks.audio import AudioConfig
 from downstream_tasks.dataset import build_datasets, collate
-from downstream_tasks.manifest import atomic_write_text
 from downstream_tasks.probe import ProbeHead, ccc_loss
 from downstream_tasks.protocol import get_task
 
@@ -202,7 +202,7 @@ class DownstreamExpert(nn.Module):
             w.writerow(["id", *(f"true_{t}" for t in self.spec.targets), *(f"pred_{t}" for t in self.spec.targets)])
             for i, t, p in zip(records["id"], records["truth"], records["pred"]):
                 w.writerow([i, *(f"{x:.4f}" for x in t), *(f"{x:.4f}" for x in p)])
-        atomic_write_text(self.expdir / f"{mode}_{self.fold}_predictions.csv", buf.getvalue())
+        atomic.write_text(self.expdir / f"{mode}_{self.fold}_predictions.csv", buf.getvalue())
 
     def _merge_results(self, updates: Dict) -> Dict:
         path = self.expdir / RESULTS
@@ -216,7 +216,7 @@ class DownstreamExpert(nn.Module):
                         "labels": list(self.spec.labels), "targets": list(self.spec.targets),
                         "primary": self.primary})
         results.update(updates)
-        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+        atomic.write_text(path, json.dumps(results, indent=2) + "\n")
         return results
 
     def log_records(self, mode, records, logger, global_step, **kwargs):

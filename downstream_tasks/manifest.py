@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
-from care_superb import atomic
+from care_core import atomic
+from care_core.segments import segments_from_str, segments_to_str
 
 MANIFEST = "manifest.csv"
 SKIPPED = "skipped.csv"
@@ -46,37 +47,8 @@ class ManifestRow:
     folds: Dict[str, str] = field(default_factory=dict)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write next to the target and rename, so a crash never leaves half a manifest behind.
-
-    UTF-8 with ``surrogateescape``: a path whose bytes are not UTF-8 (CaFE unzipped by Info-ZIP
-    has raw CP437 folder names) is written back byte for byte and reads back as the same path."""
-    atomic.write_text(path, text, errors="surrogateescape", newline="")
-
-
 def _fmt(x: Optional[float]) -> str:
     return "" if x is None else f"{x:.6f}".rstrip("0").rstrip(".")
-
-
-def segments_to_str(segments: Optional[Sequence[Tuple[float, float]]]) -> str:
-    if not segments:
-        return ""
-    return ";".join(f"{_fmt(s)}-{_fmt(e)}" for s, e in segments)
-
-
-def segments_from_str(text: str, where: str = "") -> Optional[List[Tuple[float, float]]]:
-    if not text:
-        return None
-    out = []
-    for part in text.split(";"):
-        s, sep, e = part.partition("-")
-        try:
-            out.append((float(s), float(e)))
-        except ValueError:
-            raise ValueError(f"{where}: bad segment {part!r} (expected start-end seconds)") from None
-        if not sep:
-            raise ValueError(f"{where}: bad segment {part!r} (expected start-end seconds)")
-    return out
 
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow], fold_names: Sequence[str],
@@ -87,7 +59,7 @@ def write_manifest(path: Path, rows: Sequence[ManifestRow], fold_names: Sequence
     for r in rows:
         w.writerow([r.id, r.path, r.speaker, r.label or "", _fmt(r.duration), segments_to_str(r.segments),
                     *(repr(float(r.targets[t])) for t in targets), *(r.folds[f] for f in fold_names)])
-    atomic_write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())
 
 
 @dataclass
@@ -140,4 +112,4 @@ def write_skipped(path: Path, skipped: Sequence[tuple]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "reason"])
     w.writerows(skipped)
-    atomic_write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from care_superb.atomic import atomic_path
+from care_core.atomic import atomic_path
 
 
 def _save(fig, path: Path) -> None:

@@ -20,11 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from care_core import atomic
 from downstream_tasks import protocol
 from downstream_tasks.audio import AudioError, probe_audio
 from downstream_tasks.corpora.base import CorpusError, Utterance
-from downstream_tasks.manifest import (MANIFEST, SKIPPED, SUMMARY, ManifestRow, atomic_write_text,
-                                       write_manifest, write_skipped)
+from downstream_tasks.manifest import (
+    MANIFEST,
+    SKIPPED,
+    SUMMARY,
+    ManifestRow,
+    write_manifest,
+    write_skipped,
+)
 
 
 def segments_of(u: Utterance):
@@ -88,7 +95,7 @@ def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: boo
                     cache[keys[i]] = list(r)
                 bar.update(1)
             if cache_path is not None:
-                atomic_write_text(Path(cache_path), json.dumps(cache, ensure_ascii=False))
+                atomic.write_text(Path(cache_path), json.dumps(cache, ensure_ascii=False))
     bar.close()
     good, durations, skipped = [], [], []
     for u, (duration, problem) in zip(utterances, results):
@@ -160,7 +167,7 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
         "test_from_dev": spec.test_from_dev,
         "folds": summarise(spec, good, folds),
     }
-    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(out / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if verbose:
         print(format_summary(summary))
     return summary

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from care_superb.audio import AudioError, read_mono
+from care_core.audio import AudioError, read_mono
 from pretrain.targets.frames import care_frame_count
 
 # Distinct streams of the data RNG, so that the split, the order and the crops never share draws.

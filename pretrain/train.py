@@ -35,8 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from care_superb import atomic
-from care_superb.atomic import atomic_path
+from care_core import atomic
 from pretrain.config import ConfigError, TrainConfig, check_resume_compatible, load_config
 from pretrain.data import PretrainDataset, StepBatchSampler, collate, split_ids, val_shard
 
@@ -208,12 +207,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """tmp + fsync + os.replace: a kill mid-write leaves the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -434,7 +427,7 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
             states = [rng_state()]
         if not master:
             return
-        atomic_torch_save({
+        atomic.write_torch(path, {
             "format": CKPT_FORMAT,
             "model": raw_model.state_dict(),
             "model_config": mcfg.to_dict(),
@@ -447,7 +440,7 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
                         "world_size": world},
             "best_val_loss": best_val,
             "rng": states,
-        }, path)
+        })
 
     # ---- logging ------------------------------------------------------------------------
     losses_path = out_dir / LOSSES_FILE

@@ -34,8 +34,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from sweep.cells import UpstreamSpec, sha256_file, write_json_atomic
-from care_superb.atomic import atomic_path
+from care_core import atomic
+from care_core.atomic import atomic_path
+from sweep.cells import UpstreamSpec, sha256_file
 
 FORMAT_VERSION = 1
 
@@ -112,7 +113,7 @@ class FileHashMemo:
 
     def save(self) -> None:
         if self.dirty:
-            write_json_atomic(self.path, self.data)
+            atomic.write_json(self.path, self.data)
             self.dirty = False
 
 
@@ -152,7 +153,7 @@ class FeatureCache:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         self.dir = Path(root) / upstream.key / digest
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.dir / "settings.json", settings)
+        atomic.write_json(self.dir / "settings.json", settings)
         self.memo = FileHashMemo(Path(root) / "file_hashes.json")
         self.log = log
 

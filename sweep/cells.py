@@ -18,7 +18,6 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
-from care_superb import atomic
 
 RESULTS_NAME = "results.json"
 PLAN_NAME = "sweep.json"
@@ -140,11 +139,6 @@ def software_versions() -> Dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: os.PathLike, data: Any) -> None:
-    """A kill never leaves a half-written results.json that looks finished."""
-    atomic.write_json(path, data)
-
-
 REQUIRED_FIELDS = ("schema", "status", "task", "fold", "seed", "upstream", "metrics", "config", "versions")
 
 
@@ -205,7 +199,3 @@ def iter_results(out: os.PathLike) -> Iterator[tuple]:
 
 def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_text_atomic(path: os.PathLike, text: str) -> None:
-    atomic.write_text(path, text)

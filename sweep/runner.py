@@ -31,8 +31,18 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from sweep.cells import (PLAN_NAME, SCHEMA_VERSION, Cell, UpstreamSpec, config_digest, expand_cells, is_done,
-                         read_results, software_versions, write_json_atomic)
+from care_core import atomic
+from sweep.cells import (
+    PLAN_NAME,
+    SCHEMA_VERSION,
+    Cell,
+    UpstreamSpec,
+    config_digest,
+    expand_cells,
+    is_done,
+    read_results,
+    software_versions,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPDIR_NAME = "s3prl"  # the s3prl experiment folder inside a cell (the expert writes its own results.json)
@@ -250,7 +260,7 @@ def _cell_job(job: Dict[str, Any]) -> Dict[str, Any]:
         result.update({"status": "failed", "metrics": {}, "error": f"{type(e).__name__}: {e}",
                        "traceback": traceback.format_exc()[-4000:]})
     result["wall_s"] = time.time() - t0
-    write_json_atomic(cell.results_path(job["out"]), result)
+    atomic.write_json(cell.results_path(job["out"]), result)
     return {"kind": "cell", "name": cell.name, "status": result["status"], "error": result.get("error"),
             "wall_s": result["wall_s"]}
 
@@ -379,7 +389,7 @@ def _write_plan(out: Path, cells: List[Cell], specs: List[UpstreamSpec], kinds: 
     plan = {"cells": [dict(zip(("task", "upstream", "fold", "seed"), r)) for r in sorted(cell_rows)],
             "upstreams": list(ups.values()), "task_kinds": {**old.get("task_kinds", {}), **kinds},
             "path": path, "stock_reason": reason, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(plan_path, plan)
+    atomic.write_json(plan_path, plan)
 
 
 def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
@@ -460,7 +470,7 @@ def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
         _run_pool(extract_jobs, min(cfg.jobs, len(devices) if devices[0].startswith("cuda") else cfg.jobs),
                   on_extract)
         if failures:
-            write_json_atomic(out / "cache_failures.json", failures)
+            atomic.write_json(out / "cache_failures.json", failures)
             _log(f"upstream failures written to {out / 'cache_failures.json'}; those utterances are skipped "
                  "and listed in each cell's results.json and under the table")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from care_core import atomic
 from sweep.cells import PLAN_NAME, ResultsError, iter_results
 
 # Paper order (SPEC §5) and row names; unknown tasks follow, sorted.
@@ -282,12 +283,11 @@ def render_csv(c: Collected, cfg: TableConfig = TableConfig()) -> str:
 
 
 def write_table(out: Path, cfg: TableConfig = TableConfig(), plots: bool = True) -> Collected:
-    from sweep.cells import write_text_atomic
 
     out = Path(out)
     c = collect(out)
-    write_text_atomic(out / "table.md", render_markdown(c, cfg))
-    write_text_atomic(out / "table.csv", render_csv(c, cfg))
+    atomic.write_text(out / "table.md", render_markdown(c, cfg))
+    atomic.write_text(out / "table.csv", render_csv(c, cfg))
     if plots and c.entries:
         try:
             from sweep.plots import write_plots

@@ -2,7 +2,7 @@
 
 import pytest
 
-from care_superb import atomic
+from care_core import atomic
 
 
 def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path):

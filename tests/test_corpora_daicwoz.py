@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from care_core.segments import segments_from_str, segments_to_str
 from downstream_tasks import protocol
 from downstream_tasks.corpora import daicwoz
 from downstream_tasks.corpora.base import CorpusError
 from downstream_tasks.corpora.daicwoz import (DaicWozConfig, draw_windows, parse_daicwoz,
-                                              participant_intervals, pieces_from_str, pieces_to_str,
+                                              participant_intervals,
                                               read_interviews, read_transcript)
 from fixtures_corpora import (DAIC_OFFSETS, DAIC_ROWS, DAIC_SPEECH, SR, make_daicwoz, write_daic_transcript, write_ramp)
 
@@ -126,7 +127,7 @@ def test_segment_audio_is_exactly_the_pieces(tmp_path):
 
     path = write_ramp(tmp_path / "300_AUDIO.wav", seconds=2.0)
     pieces = [(0.5, 0.75), (1.25, 1.5)]
-    wav = load_audio(path, segments=pieces_from_str(pieces_to_str(pieces)), crop_pad=False)
+    wav = load_audio(path, segments=segments_from_str(segments_to_str(pieces)), crop_pad=False)
     expected = torch.cat([torch.arange(8000, 12000), torch.arange(20000, 24000)]).float() / 32768
     assert wav.shape == (8000,)
     assert torch.allclose(wav, expected)

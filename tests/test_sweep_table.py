@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.cells import SCHEMA_VERSION, ResultsError, read_results, write_json_atomic
+from care_core import atomic
+from sweep.cells import SCHEMA_VERSION, ResultsError, read_results
 from sweep.table import collect, main, mean_std, render_csv, render_markdown
 
 
@@ -19,7 +20,7 @@ def _result(task, key, fold, seed, metrics, *, label=None, status="done", kind="
 
 def _write(out: Path, data):
     path = out / data["task"] / data["upstream"]["key"] / data["fold"] / f"seed{data['seed']}" / "results.json"
-    write_json_atomic(path, data)
+    atomic.write_json(path, data)
     return path
 
 

@@ -18,13 +18,28 @@ import numpy as np
 import pytest
 import torch
 
+from care_core import atomic
 from pretrain.config import ConfigError, load_config
 from pretrain.data import PretrainDataset, StepBatchSampler, collate, split_ids
 from pretrain.targets.frames import care_frame_count
-from pretrain.targets.store import (RUN_FILE, ChunkRecord, ShardItem, TargetStore, WorkerIndex,
-                                    atomic_write_json, merge_index, worker_tag, write_shard)
-from pretrain.train import (CKPT_BEST, CKPT_LAST, LOSSES_FILE, loss_terms, pretrain_loss,
-                            split_parameters)
+from pretrain.targets.store import (
+    RUN_FILE,
+    ChunkRecord,
+    ShardItem,
+    TargetStore,
+    WorkerIndex,
+    merge_index,
+    worker_tag,
+    write_shard,
+)
+from pretrain.train import (
+    CKPT_BEST,
+    CKPT_LAST,
+    LOSSES_FILE,
+    loss_terms,
+    pretrain_loss,
+    split_parameters,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -47,7 +62,7 @@ def make_cache(root: Path, n_utts: int = 12, seed: int = 0, min_s: float = 0.35,
     audio.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     tag = worker_tag(0, 1)
-    atomic_write_json(cache / RUN_FILE, {"world_size": 1, "semantic_dim": SEM_DIM, "acoustic_dim": AC_DIM})
+    atomic.write_json(cache / RUN_FILE, {"world_size": 1, "semantic_dim": SEM_DIM, "acoustic_dim": AC_DIM})
     items, sem, ac = [], [], []
     for i in range(n_utts):
         n = int(rng.uniform(min_s, max_s) * SR)
@@ -62,7 +77,7 @@ def make_cache(root: Path, n_utts: int = 12, seed: int = 0, min_s: float = 0.35,
         ac.append((np.sin(t / 7.0 + np.arange(AC_DIM)) + i).astype(np.float32))
     shard = write_shard(cache, tag, 0, items, sem, ac)
     WorkerIndex(cache, tag).append(ChunkRecord(chunk=0, shard=shard, items=items))
-    atomic_write_json(cache / f"done-{tag}.json", {"done": True})
+    atomic.write_json(cache / f"done-{tag}.json", {"done": True})
     merge_index(cache)
     return cache
 

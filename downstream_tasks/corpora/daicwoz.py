@@ -333,17 +333,3 @@ def daicwoz_dev(utterances: Sequence[Utterance], fold: int, *, run: Optional[int
         raise ValueError(f"daicwoz_dev: no segments drawn for run {run} (drawn: {runs})")
     return [u.extra["split"] if u.extra["run"] == run else "-" for u in utterances]
 
-
-def pieces_to_str(pieces: Sequence[Tuple[float, float]]) -> str:
-    """`12.5-17.25;30-35.0`: the pieces in one manifest cell (exact to the microsecond)."""
-    return ";".join(f"{s:.6f}-{e:.6f}" for s, e in pieces)
-
-
-def pieces_from_str(text: str) -> List[Tuple[float, float]]:
-    out = []
-    for part in text.split(";"):
-        s, sep, e = part.partition("-")
-        if not sep:
-            raise ValueError(f"bad segment piece {part!r} in {text!r} (expected start-end)")
-        out.append((float(s), float(e)))
-    return out

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from care_superb.audio import AudioError, read_mono
+from care_core.audio import AudioError, read_mono
 from pretrain.targets.frames import SAMPLE_RATE, care_min_samples
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")

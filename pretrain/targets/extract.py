@@ -22,8 +22,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from care_core import atomic
 from pretrain.targets.acoustic import AcousticSettings, build_acoustic, to_model_frames
-from pretrain.targets.audio import AudioChecks, BadAudioError, list_audio, load_audio, partition
+from pretrain.targets.audio import (
+    AudioChecks,
+    BadAudioError,
+    list_audio,
+    load_audio,
+    partition,
+)
 from pretrain.targets.frames import SAMPLE_RATE, care_frame_count, care_hop
 from pretrain.targets.store import (
     RUN_FILE,
@@ -32,13 +39,16 @@ from pretrain.targets.store import (
     SkippedItem,
     TargetStoreError,
     WorkerIndex,
-    atomic_write_json,
     merge_index,
     worker_tag,
     write_shard,
 )
 from pretrain.targets.text import TextEncoder, TextEncoderSettings
-from pretrain.targets.transcripts import TranscriptTable, WhisperSettings, WhisperTranscriber
+from pretrain.targets.transcripts import (
+    TranscriptTable,
+    WhisperSettings,
+    WhisperTranscriber,
+)
 
 STAGES = ("audio", "transcripts", "text", "acoustic", "write")
 SETTINGS_VERSION = 1
@@ -239,7 +249,7 @@ def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acou
         settings["acoustic_dim"] = int(extractor.acoustic.dim)
         _check_settings(cache, settings)
         if not (cache / RUN_FILE).exists():
-            atomic_write_json(cache / RUN_FILE, settings)
+            atomic.write_json(cache / RUN_FILE, settings)
 
         from tqdm.auto import tqdm
 
@@ -262,7 +272,7 @@ def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acou
         bar.close()
 
     summary = _summary(cfg, tag, chunks, done, extractor)
-    atomic_write_json(done_marker, summary)
+    atomic.write_json(done_marker, summary)
     if cfg.merge:
         expected = [cache / f"done-{worker_tag(r, cfg.world_size)}.json" for r in range(cfg.world_size)]
         if all(p.exists() for p in expected):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-SAMPLE_RATE = 16000
+from care_core.constants import SAMPLE_RATE  # noqa: F401 (re-exported for the target writers)
 
 
 @lru_cache(maxsize=1)

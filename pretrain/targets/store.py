@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
-from care_superb import atomic
+from care_core import atomic
 
 INDEX_VERSION = 1
 RUN_FILE = "run.json"
@@ -61,15 +61,6 @@ def worker_tag(rank: int, world_size: int) -> str:
     if not (0 <= rank < world_size):
         raise ValueError(f"worker {rank}/{world_size}: rank must be in [0, {world_size})")
     return f"w{rank:03d}of{world_size:03d}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """A reader sees the old file or the whole new one (see `care_superb.atomic`)."""
-    atomic.write_bytes(path, data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 @dataclass
@@ -159,7 +150,7 @@ class WorkerIndex:
             records[rec.chunk] = rec
             good.append(line)
         if torn:
-            atomic_write_bytes(self.path, b"".join(g + b"\n" for g in good))
+            atomic.write_bytes(self.path, b"".join(g + b"\n" for g in good))
         return records
 
     def append(self, record: ChunkRecord) -> None:
@@ -195,7 +186,7 @@ def write_shard(
         "acoustic": np.ascontiguousarray(np.concatenate(acoustic, axis=0).astype(np.float32)),
     }
     name = shard_name(tag, chunk)
-    atomic_write_bytes(Path(cache_dir) / name, save(tensors, metadata={"ids": json.dumps([i.id for i in items])}))
+    atomic.write_bytes(Path(cache_dir) / name, save(tensors, metadata={"ids": json.dumps([i.id for i in items])}))
     return name
 
 
@@ -247,13 +238,13 @@ def merge_index(cache_dir: Path | str, allow_partial: bool = False) -> Dict[str,
         "items": ordered,
         "num_skipped": len(skipped),
     }
-    atomic_write_json(cache_dir / MERGED_INDEX, index)
+    atomic.write_json(cache_dir / MERGED_INDEX, index)
     lines = [["path", "id", "reason", "detail"]] + [[s.path, s.id, s.reason, s.detail] for s in skipped]
     import io
 
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(lines)
-    atomic_write_bytes(cache_dir / SKIPPED_CSV, buf.getvalue().encode("utf-8"))
+    atomic.write_bytes(cache_dir / SKIPPED_CSV, buf.getvalue().encode("utf-8"))
     return {"stored": len(ordered), "skipped": len(skipped), "skipped_by_reason": reasons, "complete": not unfinished}
 
 

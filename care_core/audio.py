@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-SAMPLE_RATE = 16000
+from care_core.constants import SAMPLE_RATE
 
 
 class AudioError(ValueError):

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -32,6 +38,7 @@ def atomic_path(path: os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues on a shared machine must read results
     try:
         yield tmp
         _fsync(tmp)
@@ -50,8 +57,11 @@ def write_bytes(path: os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_text(path: os.PathLike, text: str, *, encoding: str = "utf-8", errors: str = "strict",
-               newline: Optional[str] = None) -> None:
+def write_text(path: os.PathLike, text: str, *, encoding: str = "utf-8", errors: str = "surrogateescape",
+               newline: Optional[str] = "") -> None:
+    """UTF-8 with ``surrogateescape``: a path whose bytes are not UTF-8 (CaFE unzipped by Info-ZIP has
+    raw CP437 folder names) is written back byte for byte and reads back as the same path. No newline
+    translation, so CSV text from the ``csv`` module is written as built."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding=encoding, errors=errors, newline=newline) as f:
             f.write(text)
@@ -59,3 +69,11 @@ def write_text(path: os.PathLike, text: str, *, encoding: str = "utf-8", errors:
 
 def write_json(path: os.PathLike, obj: Any, *, indent: int = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+
+
+def write_torch(path: os.PathLike, obj: Any) -> None:
+    """`torch.save` through a temp file: a kill mid-write leaves the previous checkpoint intact."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
