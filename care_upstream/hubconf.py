@@ -25,6 +25,10 @@ def _resolve_ckpt(ckpt):
     if ckpt:
         path = _os.path.expanduser(str(ckpt))
         if not _os.path.exists(path):
+            from .hub import is_repo_id, resolve
+
+            if is_repo_id(str(ckpt)):  # `-k org/name[@rev]`: a Hugging Face Hub repo, through its cache
+                return str(resolve(str(ckpt)))
             raise FileNotFoundError(f"CARE checkpoint {ckpt!r} does not exist. {_HOW_TO}")
         return path
     env = _os.environ.get(_ENV_VAR)
@@ -41,7 +45,7 @@ def _resolve_ckpt(ckpt):
 
 def care(ckpt=None, *args, **kwargs):
     """CARE, 13 layers of [acoustic | semantic] (1536-dim for care_base).
-    ckpt (str): weights folder / .safetensors / {"config","model"} .pt; default $CARE_CKPT,
+    ckpt (str): weights folder / .safetensors / {"config","model"} .pt / Hub id org/name[@rev]; default $CARE_CKPT,
     then ~/.cache/care_superb/care_base/."""
     kwargs["variant"] = "care"
     return _UpstreamExpert(_resolve_ckpt(ckpt), *args, **kwargs)
