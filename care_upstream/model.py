@@ -15,7 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -306,7 +306,7 @@ class CARE(nn.Module):
     def from_pretrained(cls, path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> "CARE":
         """Load a folder (config.json + model.safetensors), such a .safetensors file, or a
         ``{"config": dict, "model": state_dict}`` torch file (read with weights_only=True:
-        no code from the file runs)."""
+        no code from the file runs). Bad files raise ValueError naming the file."""
         path = Path(path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"CARE checkpoint not found: {path}")
@@ -321,15 +321,9 @@ class CARE(nn.Module):
         for p in (config_path, weights_path):
             if not p.is_file():
                 raise FileNotFoundError(f"CARE checkpoint {path} lacks {p.name} (looked for {p})")
-        try:
-            config = CareConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{config_path}: not a CARE config: {e}") from e
-        from safetensors.torch import load_file
-
-        device = str(map_location) if not isinstance(map_location, str) else map_location
-        state = load_file(str(weights_path), device=device)
-        return cls._from_state(config, state, weights_path)
+        config = read_config(config_path)
+        state = read_safetensors(weights_path, map_location)
+        return build_care(config, state, source=str(weights_path)).eval()
 
     @classmethod
     def _from_torch_file(cls, path: Path, map_location) -> "CARE":
@@ -337,30 +331,94 @@ class CARE(nn.Module):
             blob = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # pickle with classes/code is refused by weights_only
             raise ValueError(
-                f"{path}: cannot read as a plain tensor checkpoint with weights_only=True ({e}); "
+                f"{path}: cannot read as a plain tensor checkpoint with weights_only=True ({_first_line(e)}); "
                 f"a pickled module (the authors' format) goes through `care-superb convert-authors`"
-            ) from e
+            ) from None
         if not isinstance(blob, dict) or not isinstance(blob.get("config"), dict) or not isinstance(blob.get("model"), dict):
             raise ValueError(f"{path}: expected a dict with 'config' (dict) and 'model' (state_dict)")
-        return cls._from_state(CareConfig.from_dict(blob["config"]), blob["model"], path)
+        return build_care(blob["config"], blob["model"], source=str(path)).eval()
 
-    @classmethod
-    def _from_state(cls, config: CareConfig, state: dict, source: Path) -> "CARE":
-        model = cls(config)
-        own = model.state_dict()
-        wrong_shape = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-        if wrong_shape:
-            k = wrong_shape[0]
-            raise ValueError(
-                f"{source}: weights do not match the config: {len(wrong_shape)} tensors have other shapes, "
-                f"e.g. {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            )
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{source}: weights do not match the config: missing {sorted(missing)[:10]}"
-                f"{'...' if len(missing) > 10 else ''}, unexpected {sorted(unexpected)[:10]}"
-                f"{'...' if len(unexpected) > 10 else ''}"
-            )
-        model.eval()
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_config(path: Union[str, os.PathLike]) -> CareConfig:
+    """``config.json`` -> CareConfig; anything else (not UTF-8, not JSON, not an object, unknown
+    or invalid fields) raises one ValueError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a CARE config.json (not valid UTF-8 JSON: {_first_line(e)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a CARE config.json (a JSON {type(data).__name__}, expected an object)")
+    try:
+        return CareConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a CARE config.json ({_first_line(e)})") from None
+
+
+def read_safetensors(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> dict:
+    """Tensors of a safetensors file; an empty, truncated or corrupt file raises one ValueError
+    naming it (safetensors' own SafetensorError says neither which file nor what to do)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    device = map_location if isinstance(map_location, str) else str(map_location)
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({size} bytes; {_first_line(e)}); "
+            f"re-export or re-download the weights"
+        ) from None
+
+
+def build_care(config: Union[CareConfig, Mapping], state: Optional[Mapping[str, torch.Tensor]] = None,
+               *, source: Optional[str] = None) -> CARE:
+    """The one way to build a CARE from a config (and optionally its weights).
+
+    ``config``: a CareConfig or its dict (``config.json`` / a trainer checkpoint's
+    ``model_config``). ``state``: a full CARE state dict; every weight must be present, none
+    extra, shapes equal, else ValueError naming ``source`` and the missing / unexpected keys.
+    Checked before a single tensor is copied, so no half-loaded model escapes. Weight-norm key
+    names of either torch convention are accepted (a checkpoint written under another torch).
+    The model comes back in train mode, as ``nn.Module`` does; loaders call ``.eval()``.
+    """
+    where = source or "state dict"
+    if isinstance(config, Mapping):
+        try:
+            config = CareConfig.from_dict(dict(config))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{where}: model config is not a CARE config ({_first_line(e)})") from None
+    elif not isinstance(config, CareConfig):
+        raise TypeError(f"build_care needs a CareConfig or its dict, got {type(config).__name__}")
+    model = CARE(config)
+    if state is None:
         return model
+    from .load import _abbreviate, _match_weight_norm
+
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{where}: weights must be a mapping of names to tensors, got {type(state).__name__}")
+    not_tensor = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensor:
+        raise ValueError(f"{where}: weights hold non-tensor values under {_abbreviate(not_tensor, 5)}")
+    own = model.state_dict()
+    state = _match_weight_norm(state, own)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing ({_abbreviate(missing, 5)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({_abbreviate(unexpected, 5)})" if unexpected else ""]
+        raise ValueError(f"{where}: weights do not match the config: {'; '.join(p for p in parts if p)}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{where}: weights do not match the config: {len(wrong)} tensors have other shapes, "
+                         f"e.g. {_abbreviate(wrong, 3)}")
+    model.load_state_dict(state, strict=True)
+    return model

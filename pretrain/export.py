@@ -38,19 +38,13 @@ def resolve_checkpoint(run: Path, which: str) -> Path:
 
 
 def model_from_checkpoint(path: Path):
-    from care_upstream.config import CareConfig
-    from care_upstream.model import CARE
+    from care_upstream.model import build_care
 
     ckpt = load_checkpoint(path)
     try:
-        cfg = CareConfig.from_dict(ckpt["model_config"])
+        model = build_care(ckpt["model_config"], ckpt["model"], source=str(path))
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: model_config is not a CARE config ({e})") from None
-    model = CARE(cfg)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match model_config: missing {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(str(e) if isinstance(e, ValueError) else f"{path}: not a CARE checkpoint ({e})") from None
     return model.eval(), ckpt
 
 

@@ -124,10 +124,10 @@ def model_config_for(tc: TrainConfig, semantic_dim: int, acoustic_dim: int):
 
 def build_model(tc: TrainConfig, semantic_dim: int, acoustic_dim: int) -> nn.Module:
     """Scratch (random) or teacher-initialised CARE with heads sized for the target cache."""
-    from care_upstream.model import CARE
+    from care_upstream.model import build_care
 
     if tc.init_from == "scratch":
-        return CARE(model_config_for(tc, semantic_dim, acoustic_dim))
+        return build_care(model_config_for(tc, semantic_dim, acoustic_dim))
     from care_upstream import load
 
     # No ``config=``: the teachers' own configs decide the architecture (and text_layer_start).
@@ -341,15 +341,13 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
     train_ids, val_ids = split_ids(store.ids, tc.val_fraction, tc.seed)
 
     # ---- model --------------------------------------------------------------------------
-    from care_upstream.config import CareConfig
-    from care_upstream.model import CARE
+    from care_upstream.model import build_care
 
     ckpt = None
     if resume:
         ckpt = load_checkpoint(last_path)
         check_resume_compatible(tc, ckpt["config"], str(last_path))
-        model = CARE(CareConfig.from_dict(ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
+        model = build_care(ckpt["model_config"], ckpt["model"], source=str(last_path))
     else:
         model = build_model(tc, store.semantic_dim, store.acoustic_dim)
     mcfg = model.config

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from care_upstream.config import VARIANTS, CareConfig
-from care_upstream.model import CARE
+from care_upstream.model import CARE, build_care
 
 torch.set_num_threads(1)
 
@@ -364,6 +364,29 @@ def test_load_errors_name_the_problem(tmp_path):
     (other / "config.json").write_text(CareConfig.tiny("minilm").to_json())
     with pytest.raises(ValueError, match="do not match"):
         CARE.from_pretrained(other)
+
+
+def test_build_care_is_strict_and_names_the_keys():
+    model = _model("roberta", seed=3)
+    state = model.state_dict()
+    rebuilt = build_care(model.config.to_dict(), state, source="ckpt_x.pt")
+    assert all(torch.equal(state[k], v) for k, v in rebuilt.state_dict().items())
+    assert rebuilt.training  # mode is the caller's choice (trainer resumes in train mode)
+    missing = {k: v for k, v in state.items() if k != "acoustic_head.bias"}
+    with pytest.raises(ValueError, match=r"ckpt_x\.pt: .*1 missing \(acoustic_head\.bias\)"):
+        build_care(model.config, missing, source="ckpt_x.pt")
+    with pytest.raises(ValueError, match=r"1 unexpected \(extra\.weight\)"):
+        build_care(model.config, {**state, "extra.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"other shapes, e\.g\. acoustic_head\.bias \(3,\) vs \(8,\)"):
+        build_care(model.config, {**state, "acoustic_head.bias": torch.zeros(3)})
+    with pytest.raises(ValueError, match="not a CARE config.*unknown CareConfig fields"):
+        build_care({**model.config.to_dict(), "bogus": 1}, state, source="ckpt_x.pt")
+    # legacy weight-norm names (a checkpoint written under an older torch) still load
+    from care_upstream.load import rename_weight_norm
+    legacy = rename_weight_norm(state, parametrized=False)
+    assert legacy.keys() != state.keys()
+    assert torch.equal(build_care(model.config, legacy).frontend.pos_conv_embed.conv.weight,
+                       model.frontend.pos_conv_embed.conv.weight)
 
 
 class _Evil:
