@@ -220,7 +220,10 @@ class DownstreamExpert(nn.Module):
         return results
 
     def log_records(self, mode, records, logger, global_step, **kwargs):
-        """Scalars for every mode; for dev/test also results.json and figures. Returns checkpoints to save."""
+        """Scalars for every mode; for dev/test also results.json and figures. Returns checkpoints to save.
+
+        ``figures=False`` (a keyword s3prl's runner never passes) skips the PNGs: the sweep's fast path
+        evaluates dozens of times per cell and wants only the numbers."""
         if not records["loss"]:
             return []
         rep, conf = self._report(records)
@@ -250,6 +253,8 @@ class DownstreamExpert(nn.Module):
         self._merge_results(updates)
         self._write_predictions(mode, records)
         title = f"{self.task} {self.fold} {mode} (step {step})"
+        if not kwargs.get("figures", True):
+            return save_names
         if conf is not None:
             plots.plot_confusion(conf, self.spec.labels, self.expdir / f"confusion_{mode}.png", title)
             plots.plot_confusion(conf, self.spec.labels, self.expdir / "confusion.png", title)
