@@ -1,4 +1,5 @@
-"""s3prl hub entries for CARE (``-u care``, ``-u care_acoustic``, ``-u care_semantic``).
+"""s3prl hub entries for CARE (``-u care``, ``-u care_acoustic``, ``-u care_semantic``) and the
+handcrafted openSMILE baselines (``-u egemaps``, ``-u compare``; ``_raw`` for unscaled LLDs).
 
 Thin like s3prl's own hubconf files: every public callable here becomes an s3prl upstream name.
 """
@@ -7,9 +8,13 @@ import os as _os
 
 from .config import CareConfig as _CareConfig
 from .expert import UpstreamExpert as _UpstreamExpert
+from .handcrafted import HandcraftedExpert as _HandcraftedExpert
 from .model import CARE as _CARE
 
-__all__ = ["care", "care_acoustic", "care_semantic", "care_random_base", "care_random_tiny"]
+__all__ = [
+    "care", "care_acoustic", "care_semantic", "care_random_base", "care_random_tiny",
+    "egemaps", "compare", "egemaps_raw", "compare_raw",
+]
 
 _ENV_VAR = "CARE_CKPT"
 _DEFAULT_DIR = _os.path.join("~", ".cache", "care_superb", "care_base")
@@ -81,3 +86,24 @@ def care_random_base(*args, seed=0, **kwargs):
 def care_random_tiny(*args, seed=0, **kwargs):
     """RANDOM weights, tiny widths (13 x 64 states): for fast pipeline tests only."""
     return _random(_CareConfig.tiny(), seed, kwargs)
+
+
+def egemaps(*args, **kwargs):
+    """openSMILE eGeMAPSv02 LLDs, 25-d at 100 Hz, standardised with fixed constants measured on real
+    speech (care_upstream/handcrafted_scale.py). No weights, so no `-k`."""
+    return _HandcraftedExpert("egemaps", scale=True, **kwargs)
+
+
+def compare(*args, **kwargs):
+    """openSMILE ComParE_2016 LLDs, 65-d at 100 Hz, standardised like `egemaps`."""
+    return _HandcraftedExpert("compare", scale=True, **kwargs)
+
+
+def egemaps_raw(*args, **kwargs):
+    """`egemaps` without the fixed scaling: openSMILE's raw LLD values."""
+    return _HandcraftedExpert("egemaps", scale=False, **kwargs)
+
+
+def compare_raw(*args, **kwargs):
+    """`compare` without the fixed scaling: openSMILE's raw LLD values."""
+    return _HandcraftedExpert("compare", scale=False, **kwargs)
