@@ -19,6 +19,10 @@ COMMANDS = {
     "register-s3prl": ("care_superb.checkout", "register CARE and the tasks into your own s3prl checkout"),
     "convert-authors": ("care_upstream.convert_authors", "convert the authors' CARE training checkpoint to this project's format"),
     "params": ("care_superb.params", "count the parameters of the three CARE variants at full size (no download)"),
+    "predict": ("care_superb.predict", "predict emotions of audio files with a trained run or classifier (predictions.csv)"),
+    "extract": ("care_superb.extract", "write embeddings of an upstream for audio files (safetensors / npy), resumable"),
+    "export-classifier": ("care_superb.export_classifier", "write a trained run as one classifier folder (config.json + model.safetensors + card)"),
+    "push": ("care_superb.hub_push", "upload an upstream or classifier folder to the Hugging Face Hub with a model card"),
 }
 
 
