@@ -1,4 +1,4 @@
-"""The one s3prl `DownstreamExpert` for every task of this project (SPEC §4).
+"""The one s3prl `DownstreamExpert` for every task of this project.
 
 s3prl's runner builds it as ``DownstreamExpert(upstream_dim, upstream_rate, **config, **vars(args))``,
 so it sees ``downstream_expert`` (datarc/modelrc), ``expdir``, ``runner``, and the command-line
@@ -11,7 +11,7 @@ prepare``; relative paths are resolved from the working directory), ``test_fold`
 ``min_seconds``, ``seed``, ``epochs`` and ``steps_from_epochs``. modelrc: ``hidden``, ``dropout``,
 ``regression_loss`` (``ccc`` = 1 − mean CCC, the paper's objective for MSP-IMPROV; or ``mse``).
 
-Training length: SPEC asks for 50 epochs, the runner counts steps. Each config.yaml sets
+Training length: the protocol trains 50 epochs, the runner counts steps. Each config.yaml sets
 ``runner.total_steps = 50 * ceil(table_train_size / 32)``. Fold sizes differ (EmoDB), so the expert
 computes ``epochs * ceil(n_train / batch_size)`` for the fold at hand and warns when it differs; with
 ``steps_from_epochs: true`` it writes that value into ``runner.total_steps`` itself (the runner
@@ -20,10 +20,14 @@ reads it only when training starts, after building the expert).
 Outputs in ``expdir`` after each evaluation of split S (dev during training, test with ``-m evaluate``):
 
 * ``results.json`` — merged per split: ``{"task", "fold", "kind", "labels", "targets", "primary",
-  S: {"step", "n", "metrics", "label_order", "confusion", "layer_weights", "layer_weights_from"},
-  "dev_best": {... the dev entry of the best step ...}}``. Metric keys: ``weighted_f1``, ``uar``,
-  ``accuracy``, ``loss`` (classification); ``ccc_valence``, ``ccc_arousal``, ``ccc_dominance``,
-  ``ccc_mean``, ``loss`` (regression).
+  S: {"step", "n", "metrics", "reference", ["participant",] "label_order", "confusion", "layer_weights",
+  "layer_weights_from"}, "dev_best": {... the dev entry of the best step ...}}``. Metric keys:
+  ``weighted_f1``, ``uar``, ``accuracy``, ``loss`` (classification); ``ccc_valence``,
+  ``ccc_arousal``, ``ccc_dominance``, ``ccc_mean``, ``loss`` (regression). ``reference`` is what a
+  probe that learnt nothing scores on S (`metrics.reference_scores`: chance UAR 1/K and the train
+  majority class's weighted F1, accuracy and UAR; for regression the CCC of the train mean, 0).
+  ``participant`` (DAIC-WOZ) holds one decision per interview by majority vote and by mean
+  probability over its segments (`metrics.participant_scores`).
 * ``confusion_<S>.png`` and ``confusion.png`` (the latest evaluation), ``layer_weights.png``,
   ``<S>_<fold>_predictions.csv``; TensorBoard scalars ``<task>-<fold>/<S>-<metric>``.
 
@@ -76,6 +80,34 @@ def featurizer_weights(ckpt: dict) -> Optional[List[float]]:
     return F.softmax(w.float(), dim=-1).tolist()
 
 
+#: Pooled features whose spread across utterances is below this fraction of their frame-level spread
+#: carry no utterance identity: the probe can learn only the class prior.
+DEGENERATE_RATIO = 1e-4
+
+
+def degenerate_pooling(features: List[torch.Tensor], ratio: float = DEGENERATE_RATIO) -> bool:
+    """True when mean pooling gives (near) the same vector for every utterance of the batch.
+
+    That is what per-utterance mean/variance normalised frames do (s3prl's ``fbank`` and ``mfcc``):
+    every utterance's time mean is the zero vector. Needs two utterances to compare."""
+    if len(features) < 2:
+        return False
+    with torch.no_grad():
+        pooled = torch.stack([f.detach().float().mean(dim=0) for f in features])
+        frames = torch.cat([f.detach().float() for f in features])
+        across = pooled.std(dim=0).max().item()
+        within = frames.std(dim=0).max().item() if len(frames) > 1 else 0.0
+    return across <= ratio * within or across == 0.0
+
+
+def degenerate_warning(upstream: Optional[str], n: int) -> str:
+    name = f"upstream {upstream!r}" if upstream else "this upstream"
+    return (f"[Expert] - WARNING: the mean-pooled features of a training batch are identical across its {n} "
+            f"utterances ({name}). Its frames are normalised per utterance (zero time-mean), so mean pooling "
+            f"leaves the probe nothing but the class prior and every score will sit at chance. Use an upstream "
+            f"without per-utterance normalisation (e.g. -u egemaps, -u compare, or an SSL model).")
+
+
 class DownstreamExpert(nn.Module):
     def __init__(self, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
         super().__init__()
@@ -101,6 +133,8 @@ class DownstreamExpert(nn.Module):
             raise ValueError(f"modelrc.regression_loss must be ccc or mse, got {self.regression_loss!r}")
         # Saved with the Downstream state, so a resumed run keeps its best dev score.
         self.register_buffer("best_score", torch.full((1,), -math.inf))
+        self.upstream_name = kwargs.get("upstream")
+        self._warned_degenerate = False
 
     # ----------------------------------------------------------------------------- setup
     def _check_total_steps(self, runner: Optional[dict]) -> None:
@@ -139,11 +173,15 @@ class DownstreamExpert(nn.Module):
     def forward(self, mode, features, labels, ids, records, **kwargs):
         """`features`: list of (T_i, D) from the Featurizer (already trimmed to true lengths)."""
         device = features[0].device
+        if mode == "train" and not self._warned_degenerate and degenerate_pooling(features):
+            self._warned_degenerate = True
+            print(degenerate_warning(self.upstream_name, len(features)), file=sys.stderr)
         out = self.probe(list(features))
         if self.spec.kind == "classification":
             target = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
             loss = F.cross_entropy(out, target)
             records["pred"] += out.argmax(dim=-1).cpu().tolist()
+            records["prob"] += F.softmax(out.detach().float(), dim=-1).cpu().tolist()
             records["truth"] += target.cpu().tolist()
         else:
             target = torch.as_tensor(np.stack(labels), dtype=torch.float32, device=device)
@@ -168,6 +206,25 @@ class DownstreamExpert(nn.Module):
             conf = None
         rep["loss"] = float(np.mean(records["loss"])) if records["loss"] else float("nan")
         return rep, conf
+
+    def _reference(self, records) -> Dict:
+        """Scores of a probe that learnt nothing, on the split just evaluated (see module docstring)."""
+        train = self.datasets["train"].rows
+        if self.spec.kind == "classification":
+            labels = list(self.spec.labels)
+            return metrics.reference_scores([r.label for r in train], [labels[i] for i in records["truth"]],
+                                             labels)
+        train_values = np.asarray([[r.targets[t] for t in self.spec.targets] for r in train])
+        return metrics.regression_reference_scores(train_values, np.asarray(records["truth"]), self.spec.targets)
+
+    def _participant(self, mode: str, records) -> Dict:
+        """One decision per speaker (DAIC-WOZ: per interview) from the segment probabilities."""
+        speaker = {r.id: r.speaker for r in self.datasets[mode].rows}
+        labels = list(self.spec.labels)
+        positive, negative = labels[1], labels[0]
+        return metrics.participant_scores([speaker[i] for i in records["id"]],
+                                          [labels[t] for t in records["truth"]],
+                                          [p[1] for p in records["prob"]], positive=positive, negative=negative)
 
     @property
     def primary(self) -> str:
@@ -235,9 +292,11 @@ class DownstreamExpert(nn.Module):
         self.expdir.mkdir(parents=True, exist_ok=True)
         weights, weights_from, weights_step = self._layer_weights(mode)
         step = global_step or weights_step
-        entry = {"step": step, "n": len(records["id"]), "metrics": rep,
-                 "label_order": list(self.spec.labels) or list(self.spec.targets),
-                 "confusion": conf, "layer_weights": weights, "layer_weights_from": weights_from}
+        entry = {"step": step, "n": len(records["id"]), "metrics": rep, "reference": self._reference(records)}
+        if self.spec.score_per_participant:
+            entry["participant"] = self._participant(mode, records)
+        entry.update({"label_order": list(self.spec.labels) or list(self.spec.targets),
+                      "confusion": conf, "layer_weights": weights, "layer_weights_from": weights_from})
         updates = {mode: entry}
         save_names = []
         score = rep[self.primary]

@@ -53,8 +53,10 @@ def ccc(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     p = np.asarray(y_pred, dtype=np.float64)
     _check(t, p)
     mt, mp = t.mean(), p.mean()
-    cov = ((t - mt) * (p - mp)).mean()
-    denom = t.var() + p.var() + (mt - mp) ** 2
+    # A constant side has no covariance: say so exactly instead of leaving rounding residue (1e-31).
+    constant_t, constant_p = np.ptp(t) == 0, np.ptp(p) == 0
+    cov = 0.0 if constant_t or constant_p else ((t - mt) * (p - mp)).mean()
+    denom = (0.0 if constant_t else t.var()) + (0.0 if constant_p else p.var()) + (mt - mp) ** 2
     if denom == 0:
         return 1.0 if np.allclose(t, p) else 0.0
     return float(2 * cov / denom)

@@ -143,7 +143,9 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
     kept, dropped = protocol.apply_labels(spec, parsed)
     materialize = protocol.get_materializer(spec)
     if materialize is not None:
-        kept = materialize(kept, out / "audio", skipped=parser_skipped)
+        accepts = inspect.signature(materialize).parameters
+        extra = {k: v for k, v in (("progress", progress), ("workers", workers)) if k in accepts}
+        kept = materialize(kept, out / "audio", skipped=parser_skipped, **extra)
     out.mkdir(parents=True, exist_ok=True)
     good, durations, skipped = check_audio(kept, workers=workers, progress=progress, cache_path=out / CACHE)
     skipped = [(getattr(e, "path", ""), getattr(e, "problem", str(e))) for e in parser_skipped] + skipped

@@ -1,4 +1,4 @@
-"""Task specifications, fold rules and the speaker-overlap check (SPEC §4, CORPORA.md).
+"""Task specifications, fold rules and the speaker-overlap check.
 
 A task is a `TaskSpec` in the `TASKS` registry: which corpus parser reads the raw data, which labels
 the classifier predicts (in a fixed order that becomes the class index), which *fold rule* splits
@@ -23,8 +23,8 @@ Plugging in a corpus (what the other corpus modules do):
 Parsers are imported lazily from the ``"module:function"`` string in the spec, so this module
 imports without any corpus module existing; importing the parser module also registers its rules.
 
-Fold names are ``fold1`` ... ``foldK`` (s3prl's ``datarc.test_fold`` convention); CORPORA.md's
-"fold 0" is ``fold1`` here.
+Fold names are ``fold1`` ... ``foldK`` (s3prl's ``datarc.test_fold`` convention); the first fold of
+every rule (0-based ``fold=0``) is ``fold1``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class TaskSpec:
     ``fn(utterances, out_dir, skipped=list) -> utterances``, for corpora whose audio must be
     converted first (MELD's mp4 clips → wav under ``<out>/audio``).
     `total_steps` is 50 epochs at batch 32 for the table's train size: ``50 * ceil(n_train / 32)``.
+    `folds_are_draws`: the folds are not different test sets but redraws of the same one (DAIC-WOZ's
+    random 10 s segments, fold k = draw k); a sweep then runs seed i on fold i only (`runs_of`).
+    `score_per_participant`: results also carry one decision per speaker (DAIC-WOZ's interviews,
+    `metrics.participant_scores`).
     """
 
     name: str
@@ -86,6 +90,8 @@ class TaskSpec:
     test_from_dev: bool = False
     table_train_size: int = 0
     materialize: Optional[str] = None
+    folds_are_draws: bool = False
+    score_per_participant: bool = False
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -104,6 +110,16 @@ class TaskSpec:
     @property
     def n_outputs(self) -> int:
         return len(self.labels) if self.kind == "classification" else len(self.targets)
+
+    def runs_of(self, folds: Sequence[str], seeds: Sequence[int]) -> List[Tuple[str, int]]:
+        """The (fold, seed) runs a sweep makes of this task: every fold with every seed; when the
+        folds are redraws (`folds_are_draws`), the i-th seed runs on the i-th fold only, so that
+        `--seeds N` gives N different draws (cycling through the folds past the last one)."""
+        if not folds:
+            raise ValueError(f"task {self.name}: no folds to run")
+        if self.folds_are_draws:
+            return [(folds[i % len(folds)], seed) for i, seed in enumerate(seeds)]
+        return [(fold, seed) for fold in folds for seed in seeds]
 
     def total_steps(self, n_train: Optional[int] = None, epochs: int = 50, batch_size: int = 32) -> int:
         n = n_train if n_train is not None else self.table_train_size
@@ -277,7 +293,7 @@ def get_task(name: str) -> TaskSpec:
         raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}") from None
 
 
-# Acted corpora (this module's owner parses these; CORPORA.md CaFE / EmoDB / RAVDESS-Song).
+# Acted corpora: the file name carries speaker and label.
 register_task(TaskSpec(
     name="emotion_cafe", corpus="cafe", parser="downstream_tasks.corpora.cafe:parse_cafe",
     labels=("neutral", "anger", "disgust", "happiness", "fear", "surprise", "sadness"),
@@ -320,9 +336,10 @@ register_task(TaskSpec(
     labels=("not_depressed", "depressed"),
     label_map={"0": "not_depressed", "1": "depressed", "not_depressed": "not_depressed",
                "depressed": "depressed"},
-    # One draw of segments (seed 0). Redrawing per run = parser_kwargs={"seeds": (0, 1, 2, 3, 4)}
-    # with n_folds=5: the daicwoz_dev rule then gives fold k the segments of the k-th seed.
-    fold_rule="daicwoz_dev", n_folds=1, test_from_dev=True, table_train_size=6003))
+    # Five draws of the random 10 s segments: fold k holds the segments drawn with seed k-1 (the
+    # daicwoz_dev rule), so the stock runner's fold1 is draw 0 and a sweep's i-th seed runs draw i.
+    parser_kwargs={"seeds": (0, 1, 2, 3, 4)}, folds_are_draws=True, score_per_participant=True,
+    fold_rule="daicwoz_dev", n_folds=5, test_from_dev=True, table_train_size=6003))
 register_task(TaskSpec(
     name="emotion_mspimprov", corpus="mspimprov", parser="downstream_tasks.corpora.mspimprov:parse_mspimprov",
     kind="regression", targets=("valence", "arousal", "dominance"),

@@ -3,14 +3,12 @@
 Each `make_<corpus>(root)` writes a tree under `root` in the layout the corpus ships in and returns
 the ground truth it wrote (ids, speakers, labels) spelled out independently of the parser, so tests
 compare the parser against facts, not against itself. Audio is short 16 kHz tones written with
-soundfile; MELD clips are real mp4/AAC only when `ffmpeg` is installed (placeholder bytes otherwise,
-which is enough for CSV parsing).
+soundfile; MELD clips are real mp4/AAC (6-channel and stereo) encoded with PyAV.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -107,29 +105,37 @@ MELD_CLIP_DIRS = {"train": "train/train_splits", "dev": "dev/dev_splits_complete
                   "test": "test/output_repeated_splits_test"}
 
 
-def have_ffmpeg() -> bool:
-    return shutil.which("ffmpeg") is not None
+def make_mp4(path: Path, seconds: float = 0.3, channels: int = 6, sr: int = 48000, freq: float = 440.0) -> Path:
+    """A real AAC-in-mp4 clip encoded with PyAV, like MELD's clips (6-channel 5.1 or stereo, 48 kHz)."""
+    import av
 
-
-def make_mp4(path: Path, seconds: float = 0.3, channels: int = 6) -> Path:
-    """A real AAC-in-mp4 clip at 48 kHz (needs ffmpeg), like MELD's 6-channel clips."""
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    t = np.arange(int(round(seconds * sr))) / sr
+    x = np.repeat((0.3 * np.sin(2 * np.pi * freq * t))[None, :], channels, axis=0).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency=440:sample_rate=48000:duration={seconds}", "-ac", str(channels),
-                    "-c:a", "aac", str(path)], check=True, capture_output=True)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sr, layout=layout)
+        for start in range(0, x.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, start:start + 1024]), format="fltp",
+                                               layout=layout)
+            frame.sample_rate, frame.pts = sr, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path
 
 
-def make_meld(root: Path, real_clips: Optional[bool] = None) -> List[Dict]:
+def make_meld(root: Path) -> List[Dict]:
     """`root/MELD.Raw/` with the three CSVs (train's inside `train/`) and the three clip folders.
 
     Returns the labelled rows that should survive parsing: [{id, split, speaker, emotion, text}].
-    Train dia125_utt3 gets a corrupt clip and dev dia110_utt7 none, as in the release; dev
-    dia66_utt9 and a `final_videos_test…` clip are unlabelled extras.
+    Clips are real AAC in mp4: 6-channel in train, stereo in dev and test (MELD has both). Train
+    dia125_utt3 gets a corrupt clip and dev dia110_utt7 none, as in the release; dev dia66_utt9 and
+    a `final_videos_test…` clip are unlabelled extras.
     """
-    real = have_ffmpeg() if real_clips is None else real_clips
     base = root / "MELD.Raw"
-    template = make_mp4(base / ".template.mp4") if real else None
+    templates = {6: make_mp4(base / ".template6.mp4", channels=6), 2: make_mp4(base / ".template2.mp4", channels=2)}
     csv_at = {"train": base / "train" / "train_sent_emo.csv", "dev": base / "dev_sent_emo.csv",
               "test": base / "test_sent_emo.csv"}
     lines: Dict[str, List[str]] = {s: [",".join(MELD_HEADER)] for s in csv_at}
@@ -149,18 +155,15 @@ def make_meld(root: Path, real_clips: Optional[bool] = None) -> List[Dict]:
         if (split, name) == ("train", "dia125_utt3"):
             clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
             continue
-        if real:
-            shutil.copy(template, clip)
-        else:
-            clip.write_bytes(b"placeholder mp4")
+        shutil.copy(templates[6 if split == "train" else 2], clip)
         truth.append(dict(id=f"meld-{split}-{name}", split=split, speaker=speaker, emotion=emotion, text=text))
     for split, path in csv_at.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(("\r\n".join(lines[split]) + "\r\n").encode("utf-8"))
     for extra in (base / MELD_CLIP_DIRS["dev"] / "dia66_utt9.mp4",
                   base / MELD_CLIP_DIRS["test"] / "final_videos_testdia0_utt0.mp4"):
-        shutil.copy(template, extra) if real else extra.write_bytes(b"placeholder mp4")
-    if template is not None:
+        shutil.copy(templates[2], extra)
+    for template in templates.values():
         template.unlink()
     # Unzipped on a Mac: resource-fork shadows of a clip folder and a CSV (parsers must ignore them).
     shadow = base / "__MACOSX" / MELD_CLIP_DIRS["train"]

@@ -105,7 +105,7 @@ def test_probe_padded_batch_equals_each_utterance_alone():
     alone = torch.cat([head([f]) for f in feats])
     assert batch.shape == (3, 7)
     assert torch.allclose(batch, alone, atol=1e-6)
-    # the architecture of SPEC §4: Linear(D, 256) -> ReLU -> Linear(256, n)
+    # the SUPERB probe: Linear(D, 256) -> ReLU -> Linear(256, n)
     linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(D, 256), (256, 7)]
 
@@ -154,6 +154,35 @@ def test_expert_trains_evaluates_and_writes_results(corpus, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert "emotion_cafe-fold1/test-weighted_f1" in logger.scalars
     assert "emotion_cafe-fold1/train-loss" in logger.scalars
+    # The reference a probe that learnt nothing reaches, from this fold's own train and test labels.
+    from collections import Counter
+    train_counts = Counter(r.label for r in expert.datasets["train"].rows)
+    majority = max(protocol.get_task("emotion_cafe").labels, key=lambda c: train_counts[c])
+    test_labels = [r.label for r in expert.datasets["test"].rows]
+    ref = test["reference"]
+    assert ref["chance_uar"] == 1 / 7 and ref["majority_class"] == majority
+    assert ref["majority_accuracy"] == test_labels.count(majority) / 26
+    assert ref["majority_uar"] == 1 / len(set(test_labels))
+    assert "participant" not in test  # per-speaker decisions are DAIC-WOZ's only
+
+
+def test_identical_pooled_features_warn_once_naming_the_upstream(corpus, tmp_path, capsys):
+    """Per-utterance normalised frames (s3prl fbank/mfcc) mean-pool to one vector: say so, once."""
+    expert = DownstreamExpert(upstream_dim=D, expdir=str(tmp_path), upstream="fbank", **config(corpus / "manifest"))
+    records = defaultdict(list)
+    for k, (wavs, targets, ids) in enumerate(expert.get_dataloader("train")):
+        feats = [f - f.mean(dim=0) for f in fake_features(wavs, targets)]  # zero time-mean per utterance
+        expert("train", feats, targets, ids, records)
+        if k == 2:
+            break
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the mean-pooled features") == 1
+    assert "upstream 'fbank'" in err and "-u egemaps" in err
+    # informative features never warn
+    expert = DownstreamExpert(upstream_dim=D, expdir=str(tmp_path), upstream="care", **config(corpus / "manifest"))
+    wavs, targets, ids = next(iter(expert.get_dataloader("train")))
+    expert("train", fake_features(wavs, targets), targets, ids, defaultdict(list))
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_expert_fold_choice_and_unknown_split(corpus, tmp_path):
@@ -183,6 +212,7 @@ def test_regression_expert_reports_ccc(corpus, tmp_path):
         run_split(expert, "test", Logger(), 6)
         test = json.loads((tmp_path / "exp" / "results.json").read_text())["test"]
         assert set(test["metrics"]) == {"ccc_intensity", "ccc_mean", "loss"}
+        assert test["reference"]["mean_ccc"] == {"intensity": 0.0}
         assert test["metrics"]["ccc_intensity"] > 0.5 and test["confusion"] is None
     finally:
         protocol.TASKS.pop(spec.name)

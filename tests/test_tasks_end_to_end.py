@@ -1,10 +1,11 @@
 """Every task, from a fixture in its corpus's real layout, through prepare and s3prl's own runner.
 
 prepare → manifest → 2 training steps of the stock runner with a tiny CARE (dev evaluated) →
-`-m evaluate` on test → results.json. MELD needs ffmpeg for its mp4 clips and skips without it.
+`-m evaluate` on test → results.json. MELD's mp4 clips are decoded with PyAV: no task skips.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from downstream_tasks import protocol
 from downstream_tasks.demo_corpus import DemoConfig, write_demo_corpus
 from downstream_tasks.prepare import prepare_task
-from fixtures_corpora import (have_ffmpeg, make_daicwoz, make_iemocap, make_meld, make_mosi,
+from fixtures_corpora import (make_daicwoz, make_iemocap, make_meld, make_mosi,
                               make_mspimprov, save_tiny_care, write_tone)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +71,6 @@ def run(args):
 
 @pytest.mark.parametrize("task", sorted(BUILDERS))
 def test_prepare_train_evaluate(task, care_tiny, tmp_path):
-    if task == "emotion_meld" and not have_ffmpeg():
-        pytest.skip("MELD's clips are mp4: extracting their audio needs ffmpeg, which is not installed")
     BUILDERS[task](tmp_path / "raw")
     manifest = tmp_path / "manifest"
     prepare_task(task, tmp_path / "raw", manifest, progress=False, verbose=False)
@@ -89,9 +88,22 @@ def test_prepare_train_evaluate(task, care_tiny, tmp_path):
     results = json.loads((expdir / "results.json").read_text())
     assert results["task"] == task
     metrics = results["test"]["metrics"]
+    reference = results["test"]["reference"]
+    assert results["test"]["n"] > 0
+    assert all(math.isfinite(v) for v in metrics.values()), metrics  # a NaN score is a failure
     if protocol.TASKS[task].kind == "regression":
-        assert {"ccc_valence", "ccc_arousal", "ccc_dominance"} <= set(metrics), metrics
+        targets = protocol.TASKS[task].targets
+        assert {f"ccc_{t}" for t in targets} | {"ccc_mean"} <= set(metrics), metrics
+        assert all(-1.0 <= metrics[f"ccc_{t}"] <= 1.0 for t in targets), metrics
+        assert reference["mean_ccc"] == {t: 0.0 for t in targets}
     else:
         assert {"weighted_f1", "uar", "accuracy"} <= set(metrics), metrics
-        assert 0.0 <= metrics["weighted_f1"] <= 1.0
-    assert results["test"]["n"] > 0
+        assert all(0.0 <= metrics[k] <= 1.0 for k in ("weighted_f1", "uar", "accuracy")), metrics
+        labels = protocol.TASKS[task].labels
+        assert reference["chance_uar"] == 1 / len(labels) and reference["majority_class"] in labels
+        assert all(0.0 <= reference[k] <= 1.0 for k in ("majority_weighted_f1", "majority_accuracy", "majority_uar"))
+    if task == "depression_daicwoz":
+        part = results["test"]["participant"]
+        assert part["n_participants"] == 2  # the fixture's two dev interviews, one decision each
+        for how in ("vote", "mean_prob"):
+            assert all(0.0 <= part[how][k] <= 1.0 for k in ("f1_depressed", "macro_f1", "uar")), part

@@ -4,20 +4,24 @@ Conversations"), https://affective-meld.github.io/ — the `MELD.Raw.tar.gz` rel
 Rows come from `{train,dev,test}_sent_emo.csv` wherever they sit under the root; each row names its clip
 `dia{Dialogue_ID}_utt{Utterance_ID}.mp4` in the split's clip folder. Clip names are built from rows, never
 from a folder listing, because the folders hold unlabelled extras (`final_videos_test…`, dev `dia66_utt9`).
-Clips are AAC in mp4, so audio needs `ffmpeg` (`extract_meld_audio`).
+Clips are AAC in mp4 (6-channel or stereo): `extract_meld_audio` decodes them with PyAV, whose wheels
+carry FFmpeg's libraries, so no system `ffmpeg` is needed.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
+import io
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import soundfile as sf
+
+from care_core import atomic
+from care_core.audio import SAMPLE_RATE, AudioError, read_mono
 from downstream_tasks.protocol import register_fold_rule
 from .base import CorpusError, Utterance, iter_files, report, visible
 
@@ -34,15 +38,8 @@ REQUIRED_COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID
 KNOWN_BAD = {("train", "dia125_utt3"): "corrupt clip (declare-lab/MELD issues 39, 52)",
              ("dev", "dia110_utt7"): "clip missing from the release (declare-lab/MELD issues 22, 27)"}
 
-#: `ffmpeg -vn -ac 1 -ar 16000`: drop video, downmix the 6-channel/stereo AAC to mono, resample.
-FFMPEG_ARGS = ("-nostdin", "-loglevel", "error", "-y", "-vn", "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le")
-FFMPEG_TIMEOUT_S = 120
-#: Parallel ffmpeg processes for `extract_meld_audio`.
-FFMPEG_WORKERS = 4
-#: A wav with nothing after its RIFF header holds no audio.
-WAV_HEADER_BYTES = 44
-
-
+#: Parallel decoding threads for `extract_meld_audio` (13.7k clips take long one at a time).
+DECODE_WORKERS = 4
 
 
 def _find_unique(root: Path, name: str, want_dir: bool) -> Path:
@@ -154,48 +151,45 @@ def meld_official(utterances: Sequence[Utterance], fold: int, **_) -> List[str]:
     return [u.extra["split"] for u in utterances]
 
 
-def _convert(exe: str, clip: Path, target: Path) -> Optional[str]:
-    """Run ffmpeg for one clip into `target` (via a temporary name); None on success, else the reason."""
+def _convert(clip: Path, target: Path) -> Optional[str]:
+    """Decode one clip to 16 kHz mono PCM-16 wav at `target`; None on success, else the reason.
+
+    Channels are averaged (MELD has 6-channel and stereo AAC); the wav is written atomically, so a
+    killed conversion never leaves a truncated file for the resume to trust."""
     if target.is_file():
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.wav")
     try:
-        proc = subprocess.run([exe, "-i", str(clip), *FFMPEG_ARGS, str(tmp)], capture_output=True, text=True,
-                              timeout=FFMPEG_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        tmp.unlink(missing_ok=True)
-        return f"ffmpeg timed out after {FFMPEG_TIMEOUT_S} s"
-    if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size <= WAV_HEADER_BYTES:
-        tmp.unlink(missing_ok=True)
-        err = proc.stderr.strip()
-        return err.splitlines()[-1] if err else f"ffmpeg exit {proc.returncode}, no audio written"
-    os.replace(tmp, target)
+        wav, _, _ = read_mono(clip, SAMPLE_RATE)
+    except AudioError as err:
+        return err.problem
+    buf = io.BytesIO()
+    sf.write(buf, wav.numpy(), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(target, buf.getvalue())
     return None
 
 
 def extract_meld_audio(utterances: Sequence[Utterance], out_dir: Path | str, *, strict: bool = False,
-                       skipped: Optional[list] = None, ffmpeg: Optional[str] = None,
-                       workers: int = FFMPEG_WORKERS) -> List[Utterance]:
+                       skipped: Optional[list] = None, workers: int = DECODE_WORKERS,
+                       progress: bool = True) -> List[Utterance]:
     """Convert each clip to 16 kHz mono wav under `out_dir/<split>/<dia_utt>.wav`; return updated records.
 
-    Existing outputs are reused (so an interrupted run resumes); each file is written to a temporary
-    name and renamed, so a killed conversion never leaves a truncated wav behind. Conversion failures
-    (corrupt clips) are skipped and reported, or raise under `strict`. ffmpeg runs in `workers`
-    parallel processes (13.7k clips take long one at a time); results keep the input order.
+    Existing outputs are reused (so an interrupted run resumes). Clips that do not decode (corrupt)
+    are skipped and reported, or raise under `strict`. Decoding runs in `workers` threads (PyAV
+    releases the GIL while it decodes) behind a progress bar; results keep the input order.
     """
-    exe = ffmpeg or shutil.which("ffmpeg")
-    if exe is None:
-        raise RuntimeError("MELD audio extraction needs the `ffmpeg` executable, which is not on PATH "
-                           "(install it, e.g. `apt-get install ffmpeg` or `conda install ffmpeg`)")
+    from tqdm import tqdm
+
     out_dir = Path(out_dir)
     targets = [out_dir / u.extra["split"] / f"{Path(u.path).stem}.wav" for u in utterances]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        reasons = list(pool.map(_convert, [exe] * len(targets), [Path(u.path) for u in utterances], targets))
+        reasons = list(tqdm(pool.map(_convert, [Path(u.path) for u in utterances], targets),
+                            total=len(targets), desc="decoding MELD clips", disable=not progress,
+                            file=sys.stderr))
     done: List[Utterance] = []
     for u, target, reason in zip(utterances, targets, reasons):
         if reason is not None:
-            report(CorpusError(u.path, f"ffmpeg could not convert the clip ({reason}); skipped"), strict, skipped)
+            report(CorpusError(u.path, f"could not decode the clip ({reason}); skipped"), strict, skipped)
             continue
         done.append(replace(u, path=target, extra={**u.extra, "clip": str(u.path)}))
     return done
