@@ -23,13 +23,22 @@ RESULTS_NAME = "results.json"
 PLAN_NAME = "sweep.json"
 SCHEMA_VERSION = 1
 
-# Column labels of the paper's Table II for the upstreams it compares; anything else keeps its key.
+# Column labels: the paper's Table II names for the upstreams it compares, and the baselines' usual
+# names; anything else keeps its hub name.
 KNOWN_LABELS = {
     "care": "CARE", "care_acoustic": "CARE (acoustic+common)", "care_semantic": "CARE (semantic+common)",
     # s3prl's `wavlm` is WavLM Base+ (its hubconf: "The default model - Base-Plus"), not the paper's base
     "wavlm": "WavLM-base+", "wavlm_base": "WavLM-base", "wavlm_base_plus": "WavLM-base+",
-    "hubert": "HuBERT-base", "hubert_base": "HuBERT-base",
+    "wavlm_local": "WavLM-base", "hubert": "HuBERT-base", "hubert_base": "HuBERT-base", "hubert_local": "HuBERT-base",
+    "fbank": "FBANK", "mfcc": "MFCC", "egemaps": "eGeMAPS", "compare": "ComParE",
+    "egemaps_raw": "eGeMAPS (raw)", "compare_raw": "ComParE (raw)",
 }
+CARE_HUBS = ("care", "care_acoustic", "care_semantic")
+
+
+class ConfigError(ValueError):
+    """Bad input to a sweep (a name, a path, an override, a config that cannot give a result): said
+    in one sentence with what to change, because running the same command again fails the same way."""
 
 
 class ResultsError(ValueError):
@@ -65,11 +74,13 @@ def sha256_path(path: os.PathLike) -> str:
 
 @dataclass(frozen=True)
 class UpstreamSpec:
-    """An upstream as the command line names it: ``<hub name>[:<checkpoint>]``.
+    """An upstream as the command line names it: ``[<name>=]<hub name>[:<checkpoint>]``.
 
     ``care:/ckpt/dir`` is s3prl's ``-u care -k /ckpt/dir``; ``wavlm`` is ``-u wavlm`` (s3prl downloads
-    its weights). `key` names folders and table columns; it includes a short checkpoint hash when a
-    checkpoint is given, so two CARE checkpoints never share cells or cache entries.
+    its weights). `key` names folders; it includes a short checkpoint hash when a checkpoint is given,
+    so two CARE checkpoints never share cells or cache entries. `label` is the table column: the
+    user's ``<name>`` when given, else the CARE folder's name for a CARE checkpoint (two checkpoints
+    of one model are then told apart by names a reader chose), else the model's usual name.
     """
 
     hub: str
@@ -80,9 +91,15 @@ class UpstreamSpec:
 
     @classmethod
     def parse(cls, text: str, *, hash_ckpt: bool = True) -> "UpstreamSpec":
-        hub, _, ckpt = text.partition(":")
+        name, spec = None, text
+        head, eq, tail = text.partition("=")
+        if eq and ":" not in head:  # `init=care:<folder>`; a `=` inside a checkpoint path is no name
+            name, spec = head.strip(), tail
+            if not name:
+                raise ValueError(f"upstream {text!r}: empty name before '='")
+        hub, _, ckpt = spec.partition(":")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", hub or ""):
-            raise ValueError(f"upstream {text!r}: expected <s3prl hub name>[:<checkpoint>]")
+            raise ValueError(f"upstream {text!r}: expected [<name>=]<s3prl hub name>[:<checkpoint>]")
         ckpt_path = ckpt or None
         digest = None
         if ckpt_path is not None:
@@ -91,10 +108,21 @@ class UpstreamSpec:
             ckpt_path = str(Path(ckpt_path).resolve())
             digest = sha256_path(ckpt_path) if hash_ckpt else None
         key = hub if digest is None else f"{hub}-{digest[:10]}"
-        return cls(hub=hub, ckpt=ckpt_path, ckpt_sha256=digest, label=KNOWN_LABELS.get(hub, hub), key=key)
+        return cls(hub=hub, ckpt=ckpt_path, ckpt_sha256=digest, label=name or default_label(hub, ckpt_path), key=key)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def default_label(hub: str, ckpt: Optional[str]) -> str:
+    """A CARE checkpoint is labelled by its folder (``care_step0``), with the variant when it is not
+    the full model; everything else by the model's usual name."""
+    known = KNOWN_LABELS.get(hub, hub)
+    if ckpt is None or hub not in CARE_HUBS:
+        return known
+    p = Path(ckpt)
+    folder = p.name if p.is_dir() else p.parent.name
+    return folder if hub == "care" else f"{folder} {known[len('CARE '):]}"
 
 
 @dataclass(frozen=True)

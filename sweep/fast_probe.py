@@ -33,8 +33,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from sweep.cells import ConfigError
 
-class FastPathUnavailable(ValueError):
+
+class FastPathUnavailable(ConfigError):
     """The fast path would not reproduce the stock probe for this cell (reason in the message)."""
 
 
@@ -204,6 +206,35 @@ class FastResult:
     seconds: float = 0.0
 
 
+PAD_MODES = ("alone", "zero")
+
+
+def replay_padded_means(means: torch.Tensor, frames: Sequence[Tuple[int, int, int]], rate: int,
+                        pad_mode: str) -> torch.Tensor:
+    """The time-means the stock runner averages for one padded batch, from each utterance's solo means.
+
+    `means` (B, L, D) cached time-means; `frames[i]` = (frames averaged alone, frames produced alone,
+    waveform samples). s3prl's `Featurizer.tolist` keeps round(samples / rate) frames of the *batch*
+    output (capped at the batch's frame count), which can be more than the utterance produced alone
+    (WavLM-style convs give 49 frames for 1 s, round gives 50), so the stock mean takes in up to a
+    few frames computed at padding positions.
+
+    "zero": the upstream zeroes them (its expert says ``padding_exact``), so the stock mean is the
+    solo mean × used / kept: exact. "alone": the solo mean as is, i.e. what the stock runner gives
+    with batch size 1 or an upstream whose frame count is round(len / rate); for upstreams that leave
+    other values in padding frames (s3prl's WavLM/HuBERT) no replay is possible and this is the
+    principled choice.
+    """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if pad_mode == "alone":
+        return means
+    t_batch = max(produced for _, produced, _ in frames)
+    kept = [min(round(samples / rate), t_batch) for _, _, samples in frames]
+    scale = torch.tensor([used / k for (used, _, _), k in zip(frames, kept)], dtype=means.dtype)
+    return means * scale[:, None, None]
+
+
 class CachedFeaturizer(nn.Module):
     """Stands in for s3prl's Featurizer: `downstream_tasks.probe.LayerWeights` holds the same parameter
     (`weights`, zeros, the same name in the state dict) and the same softmax mix, applied to (B, L, D)
@@ -225,27 +256,17 @@ class CachedFeaturizer(nn.Module):
         return list(mixed[:, None, :])
 
 
-PAD_MODES = ("alone", "zero")
-
-
 def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mapping[str, torch.Tensor],
                frames: Optional[Mapping[str, Tuple[int, int, int]]] = None, failed: Mapping[str, str] = {},
-               pad_mode: str = "alone", quiet_plots: bool = True,
-               log: Callable[[str], None] = lambda s: None) -> FastResult:
+               pad_mode: str = "alone", log: Callable[[str], None] = lambda s: None) -> FastResult:
     """Runner.train then Runner.evaluate('test') on the dev-best weights, with the cache for features.
 
     `features`: utterance id → (L, D) time-means; utterances in `failed` (the upstream could not run
     on them) are dropped from their split and listed in the result; any other missing id is an error.
 
-    `pad_mode` says what the stock runner averaged for an utterance in a padded batch. s3prl's
-    `Featurizer.tolist` keeps round(len / rate) frames of the *batch* output, which can be more than
-    the utterance produced alone (WavLM-style convs give 49 frames for 1 s, round gives 50), so the
-    stock mean takes in up to a few frames computed at padding positions. "zero": the upstream zeroes
-    them (CARE does), so the stock mean is the cached mean × used / kept, replayed here batch by batch
-    (exact). "alone": the cache mean as is, i.e. what the stock runner gives with batch size 1 or an
-    upstream whose frame count is round(len / rate); for upstreams that leave other values in padding
-    frames (s3prl's WavLM/HuBERT) no replay is possible and this is the principled choice.
-    `quiet_plots` skips the expert's per-evaluation figures during training (files only, not numbers).
+    `pad_mode` says what the stock runner averaged for an utterance in a padded batch
+    (`replay_padded_means`). The expert's figures are drawn for the final test evaluation only
+    (files, not numbers: the stock run draws them at every evaluation).
     """
     import importlib
 
@@ -280,13 +301,8 @@ def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mappi
             means = torch.stack([features[i] for i in ids])
         except KeyError as e:
             raise FastPathUnavailable(f"utterance {e.args[0]} has no cached features") from None
-        if pad_mode == "zero":
-            fr = [frames[i] for i in ids]
-            t_batch = max(produced for _, produced, _ in fr)
-            kept = [min(round(samples / rate), t_batch) for _, _, samples in fr]
-            scale = torch.tensor([used / k for (used, _, _), k in zip(fr, kept)], dtype=means.dtype)
-            means = means * scale[:, None, None]
-        return featurizer(means.to(device))
+        fr = [frames[i] for i in ids] if pad_mode == "zero" else []
+        return featurizer(replay_padded_means(means, fr, rate, pad_mode).to(device))
 
     from s3prl.optimizers import get_optimizer
     from s3prl.schedulers import get_scheduler
@@ -301,7 +317,7 @@ def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mappi
     scheduler = get_scheduler(optimizer, total_steps, config["scheduler"]) if config.get("scheduler") else None
     logger = _NullLogger()
 
-    def evaluate(split: str, global_step: int) -> List[str]:
+    def evaluate(split: str, global_step: int, figures: bool = False) -> List[str]:
         seed_everything(args.seed)
         trainings = [featurizer.training, expert.training]
         featurizer.eval()
@@ -318,35 +334,27 @@ def train_fast(args: argparse.Namespace, config: Dict[str, Any], features: Mappi
                 expert(split, batch_features(ids), labels, ids, records=records, batch_id=batch_id)
             batch_ids.append(batch_id)
         names = expert.log_records(split, records=records, logger=logger, global_step=global_step,
-                                   batch_ids=batch_ids, total_batch_num=len(dl))
+                                   batch_ids=batch_ids, total_batch_num=len(dl), figures=figures)
         if trainings[0]:
             featurizer.train()
         if trainings[1]:
             expert.train()
         return names if isinstance(names, list) else []
 
-    import downstream_tasks.plots as _plots
-
-    saved_plots = (_plots.plot_confusion, _plots.plot_layer_weights)
-    if quiet_plots:
-        _plots.plot_confusion = _plots.plot_layer_weights = lambda *a, **k: None
-    try:
-        step, best_state, best_step = _train_loop(
-            expert=expert, featurizer=featurizer, optimizer=optimizer, scheduler=scheduler, runner_cfg=runner_cfg,
-            trainable_paras=trainable_paras, batch_features=batch_features, evaluate=evaluate, logger=logger,
-            log=log)
-    finally:
-        _plots.plot_confusion, _plots.plot_layer_weights = saved_plots
+    step, best_state, best_step = _train_loop(
+        expert=expert, featurizer=featurizer, optimizer=optimizer, scheduler=scheduler, runner_cfg=runner_cfg,
+        trainable_paras=trainable_paras, batch_features=batch_features, evaluate=evaluate, logger=logger, log=log)
 
     # `-m evaluate -e dev-best.ckpt`: the dev-best weights. Without any dev evaluation (total_steps <
     # eval_step) the stock runner leaves no dev-best.ckpt and its cell fails; so does this one.
     if best_state is None:
-        raise RuntimeError(f"no dev-best model: {step} steps never reached an evaluation "
-                           f"(eval_step {runner_cfg['eval_step']}, eval_dataloaders {runner_cfg['eval_dataloaders']})")
+        raise ConfigError(f"no dev-best model: {step} steps never reached an evaluation "
+                          f"(eval_step {runner_cfg['eval_step']}, eval_dataloaders {runner_cfg['eval_dataloaders']}); "
+                          "lower config.runner.eval_step or raise config.runner.total_steps")
     featurizer.load_state_dict(best_state[0])
     expert.load_state_dict(best_state[1])
     # the stock expert reads the step of the evaluated checkpoint from it; here the step is passed
-    evaluate("test", best_step or 0)
+    evaluate("test", best_step or 0, figures=True)
     weights = torch.softmax(featurizer.weights.detach().cpu(), dim=-1).tolist()
     return FastResult(layer_weights=weights, best_step=best_step, steps=step, skipped=skipped,
                       seconds=time.time() - t0)

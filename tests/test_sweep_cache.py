@@ -43,11 +43,13 @@ def utts(tmp_path):
 def test_time_means_uses_featurizer_frames():
     h = torch.arange(10, dtype=torch.float32).view(1, 10, 1)
     # round(3000 / 320) = 9 frames of the 10 produced
-    m, n, produced = time_means([h, h * 2], 3000, 320)
-    assert n == 9 and produced == 10 and m[:, 0].tolist() == pytest.approx([4.0, 8.0])
+    p = time_means([h, h * 2], 3000, 320)
+    assert p.used == 9 and p.produced == 10 and p.means[:, 0].tolist() == pytest.approx([4.0, 8.0])
+    # variance of 0..8 is 60/9; of 0,2,..,16 four times that
+    assert p.frame_var.tolist() == pytest.approx([60 / 9, 240 / 9])
     # the upstream made fewer frames than round(len / rate): all of them are used
-    m, n, _ = time_means([h], 3500, 320)
-    assert n == 10 and m[0, 0].item() == pytest.approx(4.5)
+    p = time_means([h], 3500, 320)
+    assert p.used == 10 and p.means[0, 0].item() == pytest.approx(4.5)
 
 
 def test_extract_load_and_reuse(tmp_path, utts):
@@ -59,8 +61,7 @@ def test_extract_load_and_reuse(tmp_path, utts):
     assert not errors
     assert frames["u1"] == (16480 // RATE, 16480 // RATE, 16480)  # fewer produced than round(): all used
     for u in utts:
-        expected = _featurize(_load(u))[0]
-        torch.testing.assert_close(feats[u.id], expected)
+        torch.testing.assert_close(feats[u.id], _featurize(_load(u)).means)
     rep = cache.extract(utts, _featurize, _load)
     assert rep.extracted == 0 and rep.reused == 5
 
@@ -107,7 +108,7 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path, utts):
     assert len(rep.corrupt_shards) == 1 and "unreadable" in rep.corrupt_shards[0]
     feats, _ = cache.load(utts)
     for u in utts:
-        torch.testing.assert_close(feats[u.id], _featurize(_load(u))[0])
+        torch.testing.assert_close(feats[u.id], _featurize(_load(u)).means)
 
 
 def test_upstream_failing_on_one_file(tmp_path, utts):
@@ -137,3 +138,24 @@ def test_key_follows_file_content(tmp_path, utts):
     sf.write(utts[0].path, data * 0.5, sr, subtype="FLOAT")
     assert cache.key(utts[0]) != k0
     assert cache.key(UttRef("x", utts[1].path, [(0.0, 0.5)])) != cache.key(utts[1])
+
+
+def test_spread_tells_normalised_frames_from_real_features(tmp_path, utts):
+    """Per-utterance normalised frames (s3prl's fbank) pool to the same vector for every utterance:
+    `Spread.ratio` is ~0 for them and clearly positive for features whose means differ."""
+    def normalised(wav):
+        h = _fake_hidden(wav)[0]
+        h = (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True)
+        return time_means([h], wav.numel(), RATE)
+
+    def shifted(wav):  # the same frames plus a per-utterance offset: means differ across utterances
+        h = _fake_hidden(wav)[0]
+        h = (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True) + wav.numel() / 16000
+        return time_means([h], wav.numel(), RATE)
+
+    flat = FeatureCache(tmp_path / "a", UpstreamSpec(hub="flat", key="flat"))
+    flat.extract(utts, normalised, _load)
+    real = FeatureCache(tmp_path / "b", UpstreamSpec(hub="real", key="real"))
+    real.extract(utts, shifted, _load)
+    assert flat.spread(utts).n == 5 and flat.spread(utts).ratio < 1e-10
+    assert real.spread(utts).ratio > 1e-3

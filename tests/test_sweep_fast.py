@@ -1,13 +1,14 @@
 """The two facts the fast path rests on, checked without any training:
 1. iterating a loader's batch sampler over indices draws the same random numbers as the loader;
-2. with a zero-padding upstream, the stock runner's mean over a padded batch is the cached mean
-   scaled by used / kept frames (`pad_mode="zero"`), and with layer weights the mix commutes."""
+2. with a zero-padding upstream, the stock runner's mean over a padded batch is what the production
+   replay (`replay_padded_means`, pad_mode "zero") makes of the cached solo means, and with layer
+   weights the mix commutes."""
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sweep.cache import time_means
-from sweep.fast_probe import CachedFeaturizer, index_batches
+from sweep.fast_probe import CachedFeaturizer, index_batches, replay_padded_means
 
 RATE = 320
 
@@ -70,14 +71,15 @@ def test_zero_pad_replay_matches_stock_featurizer():
     stock = torch.stack([mixed[i, : round(w.numel() / RATE)].mean(0) for i, w in enumerate(wavs)])
     # fast: each utterance alone -> cache, then the replay of the padded batch
     cached = [time_means(_zero_pad_upstream([w]), w.numel(), RATE) for w in wavs]
-    t_batch = max(produced for _, _, produced in cached)
-    kept = [min(round(w.numel() / RATE), t_batch) for w in wavs]
-    means = torch.stack([m * (used / k) for (m, used, _), k in zip(cached, kept)])
+    solo = torch.stack([p.means for p in cached])
+    frames = [(p.used, p.produced, w.numel()) for p, w in zip(cached, wavs)]
+    means = replay_padded_means(solo, frames, RATE, "zero")
+    assert replay_padded_means(solo, frames, RATE, "alone") is solo
     feat = CachedFeaturizer(2)
     with torch.no_grad():
         feat.weights.copy_(weights)
         fast = torch.cat(feat(means))
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
     # without the replay ("alone") the shorter utterances differ: the check is not vacuous
-    alone = torch.cat(feat(torch.stack([m for m, _, _ in cached])))
+    alone = torch.cat(feat(solo))
     assert not torch.allclose(alone, stock, rtol=1e-4, atol=1e-5)

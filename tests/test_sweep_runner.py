@@ -9,27 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import soundfile as sf
-import torch
-
-from sweep.cells import UpstreamSpec
+from conftest import SWEEP_STEPS as STEPS
 from sweep.runner import SweepConfig, choose_path, pad_mode_for, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["config.runner.total_steps=8", "config.runner.eval_step=4", "config.runner.log_step=4",
-         "config.runner.save_step=4", "config.downstream_expert.datarc.num_workers=0"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from fixtures_corpora import prepare_demo_cafe, save_tiny_care
-
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("sweep")
-    prepare_demo_cafe(base / "demo", base / "data" / "emotion_cafe", n_actors=10)
-    save_tiny_care(base / "tiny_care")
-    return base
 
 
 def _cells(out: Path):
@@ -44,11 +27,12 @@ def test_fallback_rules():
     path, why = choose_path(SweepConfig(upstream_trainable=True, **base))
     assert path == "stock" and "fine-tuned" in why
     cfg = SweepConfig(**base)
-    assert pad_mode_for(UpstreamSpec(hub="care"), cfg) == "zero"
-    assert pad_mode_for(UpstreamSpec(hub="wavlm"), cfg) == "alone"
+    assert pad_mode_for(True, cfg) == "zero" and pad_mode_for(False, cfg) == "alone"
+    assert pad_mode_for(True, SweepConfig(pad_mode="alone", **base)) == "alone"
 
 
-def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
+def test_kill_resume_corrupt_shard_and_bad_file(demo_cafe_copy, tmp_path, capsys):
+    corpus = demo_cafe_copy
     out = tmp_path / "runs"
     argv = ["--tasks", "emotion_cafe", "--upstreams", f"care:{corpus / 'tiny_care'}", "--seeds", "3",
             "--folds", "fold1", "--out", str(out), "--data", str(corpus / "data"), "--devices", "cpu",
@@ -73,16 +57,12 @@ def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
     raw[-5] ^= 0xFF
     shard.write_bytes(bytes(raw))
     bad = sorted((corpus / "demo").rglob("*.wav"))[0]
-    sound, rate = sf.read(bad)
     bad.write_bytes(b"RIFF garbage, not a wave file")
-    try:
-        capsys.readouterr()
-        summary = run_sweep(SweepConfig(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=3,
-                                        folds=["fold1"], out=str(out), data=str(corpus / "data"), devices=["cpu"],
-                                        overrides=STEPS, plots=False))
-        err = capsys.readouterr().err
-    finally:
-        sf.write(bad, sound, rate)
+    capsys.readouterr()
+    summary = run_sweep(SweepConfig(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=3,
+                                    folds=["fold1"], out=str(out), data=str(corpus / "data"), devices=["cpu"],
+                                    overrides=STEPS, plots=False))
+    err = capsys.readouterr().err
     assert summary["skipped_finished"] == len(first) and summary["ran"] == 3 - len(first)
     assert not summary["failed"]
     assert "corrupt shard" in err and "checksum mismatch" in err
@@ -110,7 +90,8 @@ def test_kill_resume_corrupt_shard_and_bad_file(corpus, tmp_path, capsys):
     assert (out / "table.md").read_text() == table
 
 
-def test_parallel_jobs_give_the_same_cells_as_one_job(corpus, tmp_path):
+def test_parallel_jobs_give_the_same_cells_as_one_job(demo_cafe, tmp_path):
+    corpus = demo_cafe
     """--jobs 2 (two CPU workers) must not change any cell: same seeds, same data order, same metrics."""
     common = dict(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=2, folds=["fold1", "fold2"],
                   data=str(corpus / "data"), cache=str(tmp_path / "cache"), devices=["cpu"], overrides=STEPS,
