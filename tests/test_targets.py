@@ -1,4 +1,4 @@
-"""Teacher-target extraction (`care-pretrain targets`, SPEC §3): offline, tiny teachers, generated audio."""
+"""Teacher-target extraction (`care-pretrain targets`): offline, tiny teachers, generated audio."""
 
 from __future__ import annotations
 
@@ -353,22 +353,6 @@ def test_to_model_frames_subsamples_normalises_cuts_and_pads():
     y, pad = to_model_frames(short, n, AcousticSettings())
     assert y.shape == (t, 4) and pad == 1 and np.all(y[-1] == 0)
     np.testing.assert_allclose(y[:-1], normalise_utterance(short[::2]), atol=1e-6)
-
-
-def test_pase_plus_missing_package_says_what_to_install(tmp_path):
-    with pytest.raises(TeacherUnavailableError, match="--pase-ckpt"):
-        PasePlusExtractor()
-    ckpt, cfg = tmp_path / "FE_e199.ckpt", tmp_path / "PASE+.cfg"
-    ckpt.write_bytes(b"x")
-    cfg.write_text("{}")
-    try:
-        import pase  # noqa: F401
-    except ImportError:
-        with pytest.raises(TeacherUnavailableError, match="s3prl/pase") as e:
-            PasePlusExtractor(str(ckpt), str(cfg))
-        assert "--acoustic egemaps" in str(e.value)
-    with pytest.raises(ValueError, match="not found"):
-        PasePlusExtractor(str(tmp_path / "missing.ckpt"), str(cfg))
 
 
 def test_pase_plus_postprocessing_with_a_stand_in_frontend():

@@ -1,6 +1,6 @@
 """Acoustic targets: 100 Hz frame features -> 50 Hz, per-utterance normalisation, CARE frame count.
 
-SPEC §3 and the authors' dataset code: take every 2nd 100 Hz frame, normalise each dimension over
+As in the paper (PASE+ frames down-sampled by 2 to 50 Hz) and the authors' dataset code: take every 2nd 100 Hz frame, normalise each dimension over
 the utterance as (x - mean) / (std + 1) (population std; the +1 keeps near-constant dimensions such
 as F0 in unvoiced speech from blowing up), then cut to the model's frame count. Normalising before
 cutting matches the authors, who normalise the whole file and crop in the collate function. When a
@@ -11,7 +11,6 @@ padded with zeros, which after normalisation is the utterance mean (the authors 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -54,6 +53,7 @@ class EgemapsExtractor:
     """openSMILE eGeMAPSv02 low-level descriptors: 25 dimensions at 100 Hz (paper Fig. 3 ablation)."""
 
     dim = 25
+    min_samples = 0
 
     def __init__(self):
         try:
@@ -72,19 +72,11 @@ class EgemapsExtractor:
             df = self.smile.process_signal(np.asarray(wav, dtype=np.float32), SAMPLE_RATE)
         return df.to_numpy(dtype=np.float32)
 
-PASE_HELP = (
-    "PASE+ targets need (1) the `pase` package of the s3prl fork, which is not on PyPI: "
-    "`pip install git+https://github.com/s3prl/pase.git` (with the requirements it lists), (2) the PASE+ "
-    "checkpoint FE_e199.ckpt via --pase-ckpt and (3) its config PASE+.cfg via --pase-config (both linked from "
-    "s3prl/upstream/pase/hubconf.py). Without them use --acoustic egemaps."
-)
-
-
 class PasePlusExtractor:
-    """PASE+ (256-d, 100 Hz: hop 160) through s3prl's PASE upstream, one utterance at a time.
+    """PASE+ (256-d, 100 Hz: hop 160), the plain-torch rebuild of `pretrain.targets.pase_plus`.
 
-    ``frontend`` injects any module mapping (1, 1, N) -> (1, 256, T100): used by tests, since the
-    real one needs the non-PyPI `pase` package and a checkpoint.
+    ``frontend`` injects any module mapping (1, 1, N) -> (1, 256, T100) (tests, notebooks);
+    otherwise ``ckpt`` (FE_e199.ckpt) and ``config`` (PASE+.cfg) are loaded with a strict key check.
     """
 
     dim = 256
@@ -94,22 +86,20 @@ class PasePlusExtractor:
         if frontend is None:
             frontend = self._load(ckpt, config)
         self.frontend = frontend.to(device).eval()
+        # reflect padding needs 471 samples; shorter audio is skipped as too short, not crashed on
+        self.min_samples = int(getattr(frontend, "min_samples", 0))
 
     @staticmethod
     def _load(ckpt: Optional[str], config: Optional[str]):
         if not ckpt or not config:
-            raise TeacherUnavailableError(f"--acoustic pase+ needs --pase-ckpt and --pase-config. {PASE_HELP}")
-        for p, flag in ((ckpt, "--pase-ckpt"), (config, "--pase-config")):
-            if not Path(p).is_file():
-                raise ValueError(f"{p}: {flag} file not found")
-        try:
-            import pase.models.frontend  # noqa: F401  (what s3prl's expert imports)
-        except ImportError as err:
-            raise TeacherUnavailableError(PASE_HELP) from err
-        from s3prl.upstream.pase.expert import UpstreamExpert
+            raise TeacherUnavailableError(
+                "--acoustic pase+ needs --pase-ckpt FE_e199.ckpt and --pase-config PASE+.cfg (the PASE+ release of "
+                "github.com/santi-pdp/pase, also linked from s3prl/upstream/pase/hubconf.py); without them use "
+                "--acoustic egemaps"
+            )
+        from pretrain.targets.pase_plus import load_pase_plus
 
-        # PASE's loader unpickles its checkpoint with torch.load: only use checkpoints you trust.
-        return UpstreamExpert(ckpt, config).model
+        return load_pase_plus(ckpt, config)
 
     def frames_100hz(self, wav: np.ndarray) -> np.ndarray:
         import torch
@@ -120,6 +110,7 @@ class PasePlusExtractor:
         if y.ndim != 3 or y.shape[1] != self.dim:
             raise ValueError(f"PASE+ returned shape {tuple(y.shape)}, expected (1, {self.dim}, T)")
         return y[0].transpose(0, 1).float().cpu().numpy()
+
 
 def build_acoustic(settings: AcousticSettings, device: str = "cpu"):
     if settings.kind == "egemaps":

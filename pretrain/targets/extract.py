@@ -1,4 +1,4 @@
-"""`care-pretrain targets`: audio files -> cache of semantic + acoustic teacher targets (SPEC §3).
+"""`care-pretrain targets`: audio files -> cache of semantic + acoustic teacher targets.
 
 Work is cut into chunks of ``shard_size`` consecutive files of the worker's part of the sorted list.
 A chunk is computed completely, written as one shard (tmp + fsync + rename), and only then recorded
@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from pretrain.targets.store import (
     TargetStoreError,
     WorkerIndex,
     merge_index,
+    read_json_object,
     worker_tag,
     write_shard,
 )
@@ -98,9 +100,22 @@ def env_rank() -> Optional[Tuple[int, int]]:
 
 
 def _list_fingerprint(items: Sequence[Tuple[str, str]]) -> str:
+    """Hash of the file list; names are hashed as the bytes on disk (os.fsencode), so a name that is
+    not valid UTF-8 (a Latin-1 corpus unpacked as is) hashes like any other."""
     h = hashlib.sha256()
     for utt_id, path in items:
-        h.update(f"{utt_id}\t{path}\n".encode("utf-8"))
+        h.update(os.fsencode(utt_id) + b"\t" + os.fsencode(path) + b"\n")
+    return h.hexdigest()[:16]
+
+
+def _file_fingerprint(path: Optional[str]) -> Optional[str]:
+    """Content hash of a teacher file (PASE+ checkpoint, config): resuming with another one is refused."""
+    if not path or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -121,6 +136,8 @@ def _run_settings(cfg: ExtractConfig, items, table: Optional[TranscriptTable]) -
         "text_encoder": cfg.text.name,
         "text_max_length": cfg.text.max_length,
         "acoustic": cfg.acoustic.kind,
+        **({"pase_ckpt_sha": _file_fingerprint(cfg.acoustic.pase_ckpt),
+            "pase_config_sha": _file_fingerprint(cfg.acoustic.pase_config)} if cfg.acoustic.kind == "pase+" else {}),
         "acoustic_subsample": cfg.acoustic.subsample,
         "acoustic_std_offset": cfg.acoustic.std_offset,
         "acoustic_rate_hz": SAMPLE_RATE // care_hop(),
@@ -134,7 +151,7 @@ def _check_settings(cache: Path, wanted: Dict[str, Any]) -> None:
     path = cache / RUN_FILE
     if not path.exists():
         return
-    have = json.loads(path.read_text())
+    have = read_json_object(path, "the settings file of a target cache")
     diff = [k for k in wanted if k in have and have[k] != wanted[k]]
     if diff:
         detail = "; ".join(f"{k}: cache has {have[k]!r}, this run {wanted[k]!r}" for k in diff)
@@ -177,11 +194,18 @@ class Extractor:
         skipped: List[SkippedItem] = []
         loaded = []
         t0 = time.perf_counter()
+        teacher_min = int(getattr(self.acoustic, "min_samples", 0))
         for utt_id, path in pairs:
             try:
-                loaded.append((utt_id, path, load_audio(path, self.cfg.checks)))
+                wav = load_audio(path, self.cfg.checks)
             except BadAudioError as err:
                 skipped.append(SkippedItem(utt_id, path, err.reason, err.detail))
+                continue
+            if wav.samples.shape[0] < teacher_min:
+                skipped.append(SkippedItem(utt_id, path, "too_short",
+                                           f"{wav.samples.shape[0]} samples at 16 kHz < {teacher_min} (acoustic teacher)"))
+                continue
+            loaded.append((utt_id, path, wav))
         t.add("audio", time.perf_counter() - t0, len(pairs))
 
         t0 = time.perf_counter()
@@ -222,6 +246,8 @@ class Extractor:
 def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acoustic=None) -> Dict[str, Any]:
     """Compute (or resume) this worker's part; returns its summary. Teachers load only if work is left."""
     cache = Path(cfg.out)
+    if cache.exists() and not cache.is_dir():
+        raise ValueError(f"{cache}: --out must be a cache folder, but this is an existing file")
     cache.mkdir(parents=True, exist_ok=True)
     tag = worker_tag(cfg.rank, cfg.world_size)
     for stale in cache.glob(f"shards/.shard-{tag}-*.tmp"):  # left by a killed run of this worker
@@ -238,6 +264,12 @@ def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acou
     done = index.load()
     if any(c >= len(chunks) for c in done):
         raise TargetStoreError(f"{index.path}: lists chunks beyond this run's {len(chunks)}; use a new --out")
+    for c, record in sorted(done.items()):
+        try:  # a finished chunk counts only if its shard is still the one written
+            record.verify(cache)
+        except TargetStoreError as err:
+            print(f"care-pretrain targets: recomputing chunk {c}: {err}", file=sys.stderr)
+            del done[c]
     todo = [c for c in range(len(chunks)) if c not in done]
     done_marker = cache / f"done-{tag}.json"
 
@@ -260,8 +292,8 @@ def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acou
         for c in todo:
             its, sem, ac, skipped = extractor.chunk(chunks[c])
             t0 = time.perf_counter()
-            shard = write_shard(cache, tag, c, its, sem, ac)
-            record = ChunkRecord(c, shard, its, skipped)
+            shard, sha256 = write_shard(cache, tag, c, its, sem, ac)
+            record = ChunkRecord(c, shard, its, skipped, sha256)
             index.append(record)
             extractor.timer.add("write", time.perf_counter() - t0, len(its))
             done[c] = record
