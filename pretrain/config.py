@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from care_core.constants import SAMPLE_RATE
 
 # Keys whose change between a run and its ``--resume`` does not change the maths.
 RESUMABLE_KEYS = (
@@ -20,6 +21,13 @@ RESUMABLE_KEYS = (
     "ckpt_interval", "tensorboard", "progress_bar", "num_workers", "device", "compile", "torch_threads",
     "target_cache", "out_dir",
 )
+
+
+# Keys that once existed: a file that still sets one is told why it went, not just "unknown".
+REMOVED_KEYS = {
+    "target_hop": "the frame hop is the model config's downsample_rate (320 samples for CARE)",
+    "sample_rate": "audio is always read at the model's 16 kHz",
+}
 
 
 class ConfigError(ValueError):
@@ -55,10 +63,9 @@ class TrainConfig:
     # --- data ------------------------------------------------------------------------------
     val_fraction: float = 0.2
     crop_seconds: float = 5.0
-    sample_rate: int = 16000
-    target_hop: int = 320
-    """Samples per acoustic-target frame (50 Hz); crop offsets are multiples of it so audio and
-    targets stay aligned."""
+    """Crop length at 16 kHz. Crop offsets are whole model frames (the model config's
+    ``downsample_rate``, 320 samples = 50 Hz), so audio and acoustic targets stay aligned; the crop
+    itself must be a whole number of frames too (checked once the model is built)."""
     num_workers: int = 0
 
     # --- optimisation (SPEC §3) ------------------------------------------------------------
@@ -121,20 +128,25 @@ class TrainConfig:
              "dtype must be auto, bfloat16, float16 or float32"),
             (self.dropout == -1.0 or 0.0 <= self.dropout < 1.0, "dropout must be -1 (keep) or in [0, 1)"),
             (self.torch_threads >= 0, "torch_threads must be >= 0 (0 = torch default)"),
-            (self.target_hop > 0 and self.sample_rate > 0, "target_hop and sample_rate must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"TrainConfig: {msg}")
-        crop = self.crop_seconds * self.sample_rate
-        if abs(crop - round(crop)) > 1e-6 or round(crop) % self.target_hop:
-            raise ConfigError(
-                f"TrainConfig: crop_seconds * sample_rate = {crop} must be a whole multiple of "
-                f"target_hop = {self.target_hop}, so that audio and target crops stay aligned")
+        crop = self.crop_seconds * SAMPLE_RATE
+        if abs(crop - round(crop)) > 1e-6:
+            raise ConfigError(f"TrainConfig: crop_seconds * {SAMPLE_RATE} Hz = {crop} is not a whole number of samples")
 
     @property
     def crop_samples(self) -> int:
-        return int(round(self.crop_seconds * self.sample_rate))
+        return int(round(self.crop_seconds * SAMPLE_RATE))
+
+    def check_crop(self, hop: int) -> None:
+        """The crop must be a whole number of model frames of ``hop`` samples, so that audio and
+        target crops stay aligned."""
+        if self.crop_samples % hop:
+            raise ConfigError(
+                f"TrainConfig: crop_seconds = {self.crop_seconds:g} gives {self.crop_samples} samples, not a whole "
+                f"multiple of the model's frame hop of {hop} samples (CareConfig.downsample_rate)")
 
     def to_dict(self) -> Dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in _fields()}
@@ -178,6 +190,8 @@ def apply_updates(base: Dict[str, Any], updates: Dict[str, Any], source: str) ->
     known = {f.name: f.type for f in _fields()}
     out = dict(base)
     for key, value in updates.items():
+        if key in REMOVED_KEYS:
+            raise ConfigError(f"{source}: config key {key!r} was removed ({REMOVED_KEYS[key]}); delete it")
         if key not in known:
             raise ConfigError(f"{source}: unknown config key {key!r} (known: {', '.join(sorted(known))})")
         out[key] = _coerce(key, value, known[key], source)

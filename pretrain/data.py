@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from care_core.audio import AudioError, read_mono
-from pretrain.targets.frames import care_frame_count
+from care_core.constants import SAMPLE_RATE
 
 # Distinct streams of the data RNG, so that the split, the order and the crops never share draws.
 _SPLIT_STREAM, _ORDER_STREAM, _CROP_STREAM = 0, 1, 2
@@ -42,7 +42,7 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[
     return train, val
 
 
-def load_audio(path: str, sample_rate: int) -> torch.Tensor:
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Mono float32 waveform at ``sample_rate``: the shared decoder the target writer used too, so
     crops line up with the targets computed from the same samples."""
     try:
@@ -52,13 +52,37 @@ def load_audio(path: str, sample_rate: int) -> torch.Tensor:
     return wav.contiguous()
 
 
+def check_target_rate(store, hop: int) -> None:
+    """Refuse a target cache whose acoustic frames are not the model's frames.
+
+    ``care-pretrain targets`` records its audio rate and acoustic frame rate in the cache's
+    ``run.json``; a crop of ``k`` model frames takes ``k`` target frames, which is only the same
+    stretch of audio when the cache's hop (``sample_rate / acoustic_rate_hz``) is the model's.
+    """
+    settings = store.settings
+    where = f"{store.cache_dir}/run.json"
+    missing = [k for k in ("sample_rate", "acoustic_rate_hz") if k not in settings]
+    if missing:
+        raise PretrainDataError(f"{where}: records no {' or '.join(missing)}, so the target frame rate is unknown; "
+                                f"recompute the targets with care-pretrain targets")
+    sr, rate = int(settings["sample_rate"]), float(settings["acoustic_rate_hz"])
+    model_rate = SAMPLE_RATE / hop
+    if sr != SAMPLE_RATE or rate * hop != SAMPLE_RATE:
+        raise PretrainDataError(
+            f"{where}: acoustic targets at {rate:g} Hz of {sr} Hz audio (hop {sr / rate:g} samples) do not match the "
+            f"model's {model_rate:g} Hz frames of {SAMPLE_RATE} Hz audio (hop {hop}, CareConfig.downsample_rate); "
+            f"recompute the targets for this model")
+
+
 class PretrainDataset(Dataset):
     """One item per (utterance, epoch): a random hop-aligned crop (or zero-pad) and its targets.
 
     Items are addressed by ``(index, epoch)`` tuples (what ``StepBatchSampler`` yields): the crop
     offset is drawn from ``(seed, epoch, index)`` so it does not depend on which rank, worker or
     resumed process loads it. ``random_crop=False`` (validation) always takes the first
-    ``crop_samples`` so validation losses are comparable between evaluations.
+    ``crop_samples`` so validation losses are comparable between evaluations. The hop and the
+    frame count come from the model config (``CareConfig``; the full-size one when not given),
+    and a target cache at another frame rate is refused (``check_target_rate``).
     """
 
     def __init__(
@@ -66,18 +90,22 @@ class PretrainDataset(Dataset):
         store,
         ids: Sequence[str],
         crop_samples: int,
-        hop: int,
-        sample_rate: int,
         seed: int,
         random_crop: bool = True,
-        frame_count: Callable[[int], int] = care_frame_count,
+        model_config=None,
     ):
+        if model_config is None:
+            from care_upstream.config import CareConfig
+
+            model_config = CareConfig.base()
+        hop = int(model_config.downsample_rate)
+        check_target_rate(store, hop)
         if crop_samples % hop:
-            raise PretrainDataError(f"crop of {crop_samples} samples is not a multiple of the hop {hop}")
+            raise PretrainDataError(f"crop of {crop_samples} samples is not a multiple of the model's hop {hop}")
         self.store, self.ids = store, list(ids)
-        self.crop_samples, self.hop, self.sample_rate = crop_samples, hop, sample_rate
-        self.seed, self.random_crop, self.frame_count = seed, random_crop, frame_count
-        self.crop_frames = frame_count(crop_samples)
+        self.crop_samples, self.hop, self.seed, self.random_crop = crop_samples, hop, seed, random_crop
+        self.frame_count: Callable[[int], int] = model_config.num_frames
+        self.crop_frames = self.frame_count(crop_samples)
         if self.crop_frames < 1:
             raise PretrainDataError(f"a crop of {crop_samples} samples gives no model frame")
 
@@ -88,7 +116,7 @@ class PretrainDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         utt = self.ids[index]
         path = self.store.path(utt)
-        wav = load_audio(path, self.sample_rate)
+        wav = load_audio(path)
         tgt = self.store.get(utt)
         acoustic = torch.from_numpy(np.ascontiguousarray(tgt["acoustic"]))
         semantic = torch.from_numpy(np.ascontiguousarray(tgt["semantic"]))

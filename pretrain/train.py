@@ -1,7 +1,12 @@
 """CARE pre-training (SPEC §3), one file in nanoGPT order.
 
     torchrun --nproc_per_node N -m pretrain.train --config pretrain/configs/care_base.yaml [--resume] [key=value ...]
+    srun python -m pretrain.train --config pretrain/configs/care_base.yaml [--resume]  # Slurm tasks, no torchrun
     python -m pretrain.train --config pretrain/configs/care_tiny_demo.yaml          # one process, CPU or GPU
+
+Ranks come from torchrun's environment or, without it, from Slurm's (``pretrain/distributed.py``);
+multi-node is ``torchrun --nnodes N --rdzv-backend c10d`` or ``srun`` over N nodes
+(``examples/slurm/pretrain.sbatch``).
 
 Reads top to bottom: config -> DDP -> data -> model -> optimisers -> loss / estimate_loss / get_lr ->
 checkpoints -> loop. The run folder gets ``ckpt_last.pt`` (what ``--resume`` continues from),
@@ -24,7 +29,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,8 +41,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from care_core import atomic
+from pretrain import distributed
 from pretrain.config import ConfigError, TrainConfig, check_resume_compatible, load_config
 from pretrain.data import PretrainDataset, StepBatchSampler, collate, split_ids, val_shard
+from pretrain.distributed import all_sum
 
 CKPT_LAST = "ckpt_last.pt"
 CKPT_BEST = "ckpt_best.pt"
@@ -66,6 +73,15 @@ class LossTerms:
     sem_count: torch.Tensor
     ac_sse: torch.Tensor
     ac_count: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        """``[sem_sse, sem_count, ac_sse, ac_count]`` in float64: one tensor to add up or all-reduce."""
+        return torch.stack([self.sem_sse.double(), self.sem_count.double(), self.ac_sse.double(),
+                            self.ac_count.double()])
+
+    @classmethod
+    def from_stacked(cls, v: torch.Tensor) -> "LossTerms":
+        return cls(v[0], v[1], v[2], v[3])
 
 
 def loss_terms(semantic_pred: torch.Tensor, acoustic_pred: torch.Tensor, pad_mask: torch.Tensor,
@@ -101,11 +117,29 @@ def loss_terms(semantic_pred: torch.Tensor, acoustic_pred: torch.Tensor, pad_mas
     )
 
 
-def pretrain_loss(terms: LossTerms, lambda_acoustic: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, semantic, acoustic) element-wise means of one batch (SPEC §3, λ = ``lambda_acoustic``)."""
+def objective(terms: LossTerms, lambda_acoustic: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pre-training objective (SPEC §3): ``(total, semantic, acoustic)`` with
+    ``total = semantic + lambda_acoustic * acoustic``, each term its summed squared error over its
+    element count.
+
+    The one place the normalisation lives: ``train_step`` gives a micro-batch's sums with the
+    global step's counts (so micro-batches and ranks add up to the global batch's means),
+    ``estimate_loss`` the whole validation split's sums and counts, a test one batch's own.
+    """
     sem = terms.sem_sse / terms.sem_count.clamp(min=1).to(terms.sem_sse.dtype)
     ac = terms.ac_sse / terms.ac_count.clamp(min=1).to(terms.ac_sse.dtype)
     return sem + lambda_acoustic * ac, sem, ac
+
+
+def global_counts(micro: Sequence, device: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Element counts of one optimiser step's global batch, summed over micro-batches and ranks:
+    every utterance's semantic dims, every valid target frame x acoustic dims (one all-reduce)."""
+    counts = torch.zeros(2, dtype=torch.float64)
+    for _, _, tg in micro:
+        counts[0] += tg["semantic"].numel()
+        counts[1] += tg["acoustic_mask"].sum().double() * tg["acoustic"].shape[-1]
+    counts = all_sum(counts.to(device))
+    return counts[0], counts[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -242,16 +276,7 @@ def train_step(model: nn.Module, micro: List, optimizers: Sequence[torch.optim.O
 
     Returns the step's global ``[semantic, acoustic]`` losses (a device tensor: no host sync).
     """
-    def all_sum(x: torch.Tensor) -> torch.Tensor:
-        if ddp:
-            dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        return x
-
-    # Global normalisers: every utterance's semantic dims, every valid target frame x dims.
-    n_frames = torch.stack([m[2]["acoustic_mask"].sum() for m in micro]).sum().to(torch.float64)
-    ac_dim = micro[0][2]["acoustic"].shape[-1]
-    ac_norm = all_sum((n_frames * ac_dim).reshape(1).to(device))[0].clamp(min=1).float()
-    sem_norm = float(tc.batch_size * micro[0][2]["semantic"].shape[-1])
+    sem_count, ac_count = global_counts(micro, device)
     step_sums = torch.zeros(2, device=device)
     for j, (wavs, lengths, tg) in enumerate(micro):
         sync_ctx = model.no_sync() if ddp and j < len(micro) - 1 else nullcontext()
@@ -260,10 +285,10 @@ def train_step(model: nn.Module, micro: List, optimizers: Sequence[torch.optim.O
                 out = model(wavs.to(device, non_blocking=True), lengths.to(device, non_blocking=True),
                             with_heads=True)
             t = loss_terms(out.semantic_pred, out.acoustic_pred, out.pad_mask, tg)
-            # x world: DDP averages gradients over ranks, the normalisers are already global.
-            loss = (t.sem_sse / sem_norm + tc.lambda_acoustic * t.ac_sse / ac_norm) * world
-            scaler.scale(loss).backward()
-        step_sums += torch.stack([t.sem_sse.detach() / sem_norm, t.ac_sse.detach() / ac_norm])
+            total, sem, ac = objective(replace(t, sem_count=sem_count, ac_count=ac_count), tc.lambda_acoustic)
+            # x world: DDP averages gradients over ranks, the counts are already global.
+            scaler.scale(total * world).backward()
+        step_sums += torch.stack([sem.detach(), ac.detach()])
     if tc.grad_clip > 0:
         for opt in optimizers:
             scaler.unscale_(opt)
@@ -288,18 +313,18 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
-    # ---- DDP from the environment (torchrun) --------------------------------------------
-    ddp = int(os.environ.get("RANK", -1)) != -1
+    # ---- DDP from the environment (torchrun's, else Slurm's srun) ------------------------
+    denv = distributed.from_environ()
+    ddp = denv is not None
     want_cuda = tc.device.startswith("cuda") or (tc.device == "auto" and torch.cuda.is_available())
     if ddp:
-        rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        rank, local_rank, world = denv.rank, denv.local_rank, denv.world_size
         if want_cuda:
-            device = f"cuda:{local_rank}"
+            device = distributed.cuda_device(local_rank)
             torch.cuda.set_device(device)
         else:
             device = "cpu"
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        distributed.init_process_group(denv, backend="nccl" if want_cuda else "gloo")
     else:
         rank, local_rank, world = 0, 0, 1
         device = ("cuda" if want_cuda else "cpu") if tc.device == "auto" else tc.device
@@ -351,16 +376,16 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
     else:
         model = build_model(tc, store.semantic_dim, store.acoustic_dim)
     mcfg = model.config
+    # The crop grid is the model's frame hop; the target cache must be on the same grid.
+    hop = mcfg.downsample_rate
+    tc.check_crop(hop)
     if tc.dropout >= 0:
         set_dropout(model, tc.dropout)
     model.to(device)
     sem_params, ac_params = split_parameters(model, mcfg.freeze_frontend)
 
-    frame_count = mcfg.num_frames
-    train_set = PretrainDataset(store, train_ids, tc.crop_samples, tc.target_hop, tc.sample_rate, tc.seed,
-                                random_crop=True, frame_count=frame_count)
-    val_set = PretrainDataset(store, val_ids, tc.crop_samples, tc.target_hop, tc.sample_rate, tc.seed,
-                              random_crop=False, frame_count=frame_count)
+    train_set = PretrainDataset(store, train_ids, tc.crop_samples, tc.seed, random_crop=True, model_config=mcfg)
+    val_set = PretrainDataset(store, val_ids, tc.crop_samples, tc.seed, random_crop=False, model_config=mcfg)
     start_step = int(ckpt["step"]) if ckpt else 0
     sampler = StepBatchSampler(len(train_set), tc.batch_size, world, rank, tc.grad_accum, tc.seed,
                                start_step=start_step, max_steps=tc.max_steps)
@@ -395,11 +420,6 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-    def all_sum(x: torch.Tensor) -> torch.Tensor:
-        if ddp:
-            dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        return x
-
     @torch.no_grad()
     def estimate_loss() -> Dict[str, float]:
         """Element-wise means over the whole validation split (all ranks' shares summed)."""
@@ -408,13 +428,10 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
         for wavs, lengths, tg in val_loader:
             with ctx:
                 out = raw_model(wavs.to(device), lengths.to(device), with_heads=True)
-            t = loss_terms(out.semantic_pred, out.acoustic_pred, out.pad_mask, tg)
-            acc += torch.stack([t.sem_sse.double(), t.sem_count, t.ac_sse.double(), t.ac_count])
-        all_sum(acc)
+            acc += loss_terms(out.semantic_pred, out.acoustic_pred, out.pad_mask, tg).stacked()
+        total, sem, ac = objective(LossTerms.from_stacked(all_sum(acc)), tc.lambda_acoustic)
         model.train()
-        sem = (acc[0] / acc[1].clamp(min=1)).item()
-        ac = (acc[2] / acc[3].clamp(min=1)).item()
-        return {"semantic": sem, "acoustic": ac, "total": sem + tc.lambda_acoustic * ac}
+        return {"semantic": sem.item(), "acoustic": ac.item(), "total": total.item()}
 
     def save(path: Path, step: int) -> None:
         """Gathers every rank's RNG state (dropout streams differ per rank); rank 0 writes."""
@@ -540,8 +557,11 @@ def train(tc: TrainConfig, resume: bool = False) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    tc = load_config(args.config, args.overrides)
-    train(tc, resume=args.resume)
+    try:
+        train(load_config(args.config, args.overrides), resume=args.resume)
+    except ValueError as e:  # bad config, cache, checkpoint or launch environment: a sentence, not a traceback
+        print(f"python -m pretrain.train: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
