@@ -1,5 +1,8 @@
 """Figures for a sweep folder: per-task bars with error bars, and layer-weight heat maps.
 
+Each bar group carries a dashed line at what a probe that learnt nothing scores (the table's
+reference row: majority-class weighted F1, chance UAR, CCC 0), so a bar at chance reads as such.
+
 The heat map shows the softmax layer weights the probe learned (mean over folds × seeds) for every
 task of one upstream: where in the network each task finds its information (the paper's Fig. 4).
 """
@@ -20,7 +23,7 @@ def write_plots(c: "Collected", out: Path, cfg: "TableConfig") -> List[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from sweep.table import TASK_LABELS, mean_std
+    from sweep.table import TASK_LABELS, reference_value, mean_std
 
     out = Path(out) / "plots"
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +47,15 @@ def write_plots(c: "Collected", out: Path, cfg: "TableConfig") -> List[Path]:
                 means.append(m * scale)
                 stds.append(s * scale)
             ax.bar(x + (i - (len(c.upstreams) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-                   label=c.labels[u])
+                   label=c.column(u))
+        drawn = False
+        for xi, t in zip(x, tasks):
+            ref = reference_value(c, t, metric, cfg)
+            if ref is None:
+                continue
+            ax.hlines(ref * scale, xi - 0.45, xi + 0.45, colors="black", linestyles="dashed", linewidth=1,
+                      label=None if drawn else "chance / majority")
+            drawn = True
         ax.set_xticks(x, [TASK_LABELS.get(t, t) for t in tasks], rotation=30, ha="right")
         ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
         ax.legend(fontsize="small")
