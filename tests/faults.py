@@ -8,6 +8,7 @@ entry point names exactly that file.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Dict
@@ -136,4 +137,19 @@ def swap_safetensors_keys(path: Path, a: str, b: str) -> Path:
     tensors: Dict[str, np.ndarray] = load_file(str(path))
     tensors[a], tensors[b] = tensors[b], tensors[a]
     save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def swap_safetensors_metadata_items(path: Path, field: str, i: int = 0, j: int = 1) -> Path:
+    """Exchange items `i` and `j` of the JSON list stored under metadata `field` (the sweep cache's
+    utterance `keys`), tensors untouched: each of the two utterances would be served the other's row."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="np") as f:
+        metadata = dict(f.metadata())
+    items = json.loads(metadata[field])
+    items[i], items[j] = items[j], items[i]
+    metadata[field] = json.dumps(items)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
     return path
