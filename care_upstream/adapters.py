@@ -14,31 +14,28 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from .attention import TextLayer
 from .frontend import conv_lengths, frame_mask
 
 
 def build_text_layers(text_config, start: int, count: int) -> nn.ModuleList:
-    """``count`` freshly initialised layers of the HF text encoder described by ``text_config``.
+    """``count`` freshly initialised BERT-like text layers (``care_upstream.attention.TextLayer``).
 
-    Built through ``AutoModel.from_config`` so any BERT-like HF encoder works; only the layer
-    modules are kept (no embeddings, no pooler). ``start`` is recorded by the caller for weight
-    loading; all layers of these encoders share one architecture, so a model of ``count`` layers
-    is built instead of the whole teacher.
+    Only the layer modules exist (no embeddings, no pooler). ``start`` is recorded by the caller
+    for weight loading; all layers of these encoders share one architecture. Initialised as HF
+    initialises BERT (normal(0, initializer_range) weights, zero biases, unit LayerNorms), so a
+    random CARE's text layers look like the untrained teacher's.
     """
-    from transformers import AutoModel
-
-    cfg = text_config.__class__.from_dict(text_config.to_dict())
-    cfg.num_hidden_layers = count
-    model = AutoModel.from_config(cfg)
-    # BERT-like encoders (BERT, RoBERTa, MiniLM, XLM-R, ...) keep their layers in encoder.layer and
-    # take an additive (B, 1, 1, L) mask; others (e.g. DistilBERT) call layers differently.
-    layers = getattr(getattr(model, "encoder", None), "layer", None)
-    if layers is None or len(layers) != count:
-        raise ValueError(
-            f"text model type {cfg.model_type!r} is not supported: CARE needs a BERT-like encoder "
-            f"with its layers in `encoder.layer`"
-        )
-    return nn.ModuleList(list(layers))
+    layers = nn.ModuleList([TextLayer(text_config) for _ in range(count)])
+    std = getattr(text_config, "initializer_range", 0.02)
+    for module in layers.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return layers
 
 
 class SemanticEncoder(nn.Module):
@@ -63,20 +60,28 @@ class SemanticEncoder(nn.Module):
         out = (down_lengths - 1) * self.stride + self.kernel + self.output_padding
         return torch.where(down_lengths > 0, out, torch.zeros_like(out))
 
+    def down_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Adapter frames of each utterance: at least one, since an utterance shorter than the
+        kernel is zero-padded to one window (what it gets alone and in any padded batch)."""
+        return conv_lengths(frame_lengths.clamp(min=self.kernel), self.kernel, self.stride)
+
     def forward(self, x: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """x (B, T, hidden) common-encoder output; frame_lengths None when no utterance is padded.
 
-        Returns one (B, T, hidden) tensor per text layer.
+        Returns one (B, T, hidden) tensor per text layer: T is the frame count of the input,
+        whatever its length (an utterance of 1 to kernel-1 frames still gets one text frame).
         """
         b, t, _ = x.shape
+        if t < self.kernel:  # zero frames beyond the utterance, like batch padding
+            x = nn.functional.pad(x, (0, 0, 0, self.kernel - t))
         outputs = []
         if frame_lengths is not None:
-            valid_t = frame_mask(frame_lengths, t)[..., None].to(x.dtype)
-            down_len = conv_lengths(frame_lengths, self.kernel, self.stride)
+            valid_t = frame_mask(frame_lengths, x.shape[1])[..., None].to(x.dtype)
+            down_len = self.down_lengths(frame_lengths)
             keep_len = torch.minimum(self.up_lengths(down_len), frame_lengths)
-            n_down = max((t - self.kernel) // self.stride + 1, 0)
+            n_down = (x.shape[1] - self.kernel) // self.stride + 1
             valid_down = frame_mask(down_len, n_down)
-            # HF BERT/RoBERTa layers (eager and SDPA) take an additive (B, 1, 1, L) mask.
+            # Additive (B, 1, 1, L) mask for the text layers' SDPA: 0 keep, very negative pad.
             additive = torch.zeros(b, 1, 1, n_down, dtype=x.dtype, device=x.device)
             additive = additive.masked_fill(~valid_down[:, None, None, :], torch.finfo(x.dtype).min)
             valid_down = valid_down[:, None, :].to(x.dtype)
@@ -84,7 +89,7 @@ class SemanticEncoder(nn.Module):
         for down, layer, up in zip(self.down, self.layers, self.up):
             h = x * valid_t if frame_lengths is not None else x
             h = down(h.transpose(1, 2)).transpose(1, 2)
-            h = layer(h, attention_mask=additive if frame_lengths is not None else None)[0]
+            h = layer(h, additive if frame_lengths is not None else None)
             h = h.transpose(1, 2)
             if frame_lengths is not None:
                 h = h * valid_down
@@ -97,4 +102,6 @@ class SemanticEncoder(nn.Module):
                 h = h * valid_keep
             outputs.append(h)
             x = h
+            if t < self.kernel:
+                x = nn.functional.pad(x, (0, 0, 0, self.kernel - t))
         return outputs

@@ -160,11 +160,11 @@ class CareConfig:
         return conv_output_length(num_frames, self.adapter_kernel, self.adapter_stride)
 
     def min_samples(self, variant: str = "care") -> int:
-        """Shortest input that gives one frame (and, with the semantic path, one adapter frame)."""
+        """Shortest input that gives one frame, in every variant (400 samples for WavLM): the
+        semantic branch pads a shorter-than-one-adapter-window utterance itself."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-        frames = 1 if variant == "care_acoustic" else self.adapter_kernel
-        n = frames
+        n = 1
         for k, s in reversed(list(zip(self.wavlm["conv_kernel"], self.wavlm["conv_stride"]))):
             n = (n - 1) * s + k
         return n

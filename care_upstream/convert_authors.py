@@ -253,7 +253,7 @@ def convert_authors_checkpoint(
     read from the checkpoint; every CARE weight must be covered by it, else nothing is written.
     """
     from .config import CareConfig
-    from .model import CARE
+    from .model import build_care
 
     path = Path(src)
     state = read_authors_checkpoint(path, trust_pickle=trust_pickle)
@@ -284,7 +284,7 @@ def convert_authors_checkpoint(
         cfg = CareConfig(wavlm=wavlm, text=text, **overrides)
     except ValueError as e:
         raise CheckpointError(f"{path}: checkpoint does not fit the given configs: {e}") from e
-    model = CARE(cfg)
+    model = build_care(cfg)
     report = load_into_care(model, care_state, covers=("",), source=str(path))
     report.dropped = dropped
     model.eval()

@@ -659,12 +659,12 @@ def build_from_teachers(
     Raises :class:`CheckpointError` if any front-end / WavLM-layer / text-layer weight did not
     land. Logs the load report; with ``return_report`` returns ``(model, report)``.
     """
-    from .model import CARE
+    from .model import build_care
 
     wavlm_config, wavlm_state = load_wavlm(wavlm)
     text_config, text_layers = load_text_encoder(text)
     cfg = care_config_from_teachers(wavlm_config, text_config, config, **cfg_overrides)
-    model = CARE(cfg)
+    model = build_care(cfg)
     care_wavlm, dropped = wavlm_state_to_care(wavlm_state, cfg.n_common, cfg.n_acoustic, return_dropped=True)
     r_audio = load_into_care(model, care_wavlm, WAVLM_PREFIXES, source=str(wavlm))
     r_audio.dropped += dropped

@@ -1,10 +1,13 @@
-"""The CARE model (SPEC §1-2): WavLM front end, common / acoustic WavLM stacks, semantic encoder.
+"""The CARE model: WavLM front end, common / acoustic WavLM stacks, semantic encoder.
 
-Built from Hugging Face's own WavLM and text-encoder layer classes so teacher weights load by
-name (``care_upstream.load``). What differs from ``WavLMModel`` is the orchestration: the 12
+The layers keep the parameter names of Hugging Face's WavLM and text-encoder classes so teacher
+weights load by name (``care_upstream.load``); attention runs through SDPA
+(``care_upstream.attention``). What differs from ``WavLMModel`` is the orchestration: the 12
 WavLM layers are split 6 + 6 with the relative position bias handed from the common to the
 acoustic stack, a semantic branch of frozen text layers hangs off the common output, gradients
-are routed per SPEC §1, and padded batches give each utterance the result it gets alone.
+are routed as the paper describes, and padded batches give each utterance the result it gets
+alone. Any utterance of at least one frame (400 samples) works in every variant: the semantic
+branch pads itself to one adapter window.
 """
 
 from __future__ import annotations
@@ -12,19 +15,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from transformers.models.wavlm.modeling_wavlm import WavLMEncoderLayer
 
 from care_core import atomic
 from care_core.constants import SAMPLE_RATE, VARIANTS
 
 from .adapters import SemanticEncoder
+from .attention import WavLMLayer
 from .config import CareConfig
 from .frontend import FrontEnd
 
@@ -65,18 +67,6 @@ def _masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (x * valid[..., None]).sum(dim=1) / lengths.to(x.dtype).clamp(min=1)[:, None]
 
 
-@contextlib.contextmanager
-def _quiet_mask_warning(active: bool):
-    """HF WavLMAttention hands torch a bool key-padding mask next to the float position-bias
-    mask; torch warns about the mix on every padded call although the result is right."""
-    if not active:
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
-        yield
-
-
 class CARE(nn.Module):
     """CARE upstream. ``CARE(cfg)`` gives random weights (tests, pre-training start)."""
 
@@ -88,10 +78,10 @@ class CARE(nn.Module):
         # The first common layer owns the relative position embedding; every later layer,
         # including the whole acoustic stack, reuses its (ungated) bias (as in WavLMEncoder).
         self.common = nn.ModuleList(
-            [WavLMEncoderLayer(wcfg, has_relative_position_bias=(i == 0)) for i in range(config.n_common)]
+            [WavLMLayer(wcfg, has_relative_position_bias=(i == 0)) for i in range(config.n_common)]
         )
         self.acoustic = nn.ModuleList(
-            [WavLMEncoderLayer(wcfg, has_relative_position_bias=False) for _ in range(config.n_acoustic)]
+            [WavLMLayer(wcfg, has_relative_position_bias=False) for _ in range(config.n_acoustic)]
         )
         self.acoustic_head = nn.Linear(config.hidden_size, config.acoustic_target_dim)
         self.semantic = SemanticEncoder(
@@ -147,11 +137,9 @@ class CARE(nn.Module):
         need = self.min_samples(variant)
         if (lengths < need).any():
             short = [(i, int(n)) for i, n in enumerate(lengths.tolist()) if n < need]
-            why = "one frame" if variant == "care_acoustic" else (
-                f"{self.config.adapter_kernel} frames, i.e. one semantic adapter frame")
             raise ValueError(
-                f"utterances too short for variant {variant!r}: (row, samples) {short}; need at least "
-                f"{need} samples ({need / SAMPLE_RATE:.3f} s at {SAMPLE_RATE} Hz) for {why}"
+                f"utterances too short: (row, samples) {short}; need at least {need} samples "
+                f"({need / SAMPLE_RATE:.3f} s at {SAMPLE_RATE} Hz) for one frame"
             )
         return lengths
 
@@ -182,27 +170,25 @@ class CARE(nn.Module):
         if frame_lengths is None:
             frame_lengths = torch.full((b,), t, dtype=torch.long, device=conv.device)
         pad_mask = torch.arange(t, device=conv.device)[None, :] >= frame_lengths[:, None]
-        # HF WavLMAttention: attention_mask (B, T), 1 = keep; None skips masking (fast path).
-        attention_mask = (~pad_mask).long() if padded else None
+        key_pad = pad_mask if padded else None  # None: no key masking (fast path)
 
         # Every layer always runs: no LayerDrop (config.layerdrop is ignored), as in the authors'
         # loop over the layers, so the 13 hidden states always exist.
-        with _quiet_mask_warning(padded):
-            x, bias = conv, None
-            common = []
-            for layer in self.common:
-                x, bias = layer(x, attention_mask=attention_mask, position_bias=bias)[:2]
-                common.append(x)
+        x, bias = conv, None
+        common = []
+        for layer in self.common:
+            x, bias = layer(x, key_pad, bias)
+            common.append(x)
 
-            acoustic = []
-            if variant in ("care", "care_acoustic"):
-                a, a_bias = x, bias
-                if not cfg.acoustic_grad_to_common:
-                    # The acoustic loss must not reach the common encoder (nor its position embedding).
-                    a, a_bias = a.detach(), a_bias.detach()
-                for layer in self.acoustic:
-                    a, a_bias = layer(a, attention_mask=attention_mask, position_bias=a_bias)[:2]
-                    acoustic.append(a)
+        acoustic = []
+        if variant in ("care", "care_acoustic"):
+            a, a_bias = x, bias
+            if not cfg.acoustic_grad_to_common:
+                # The acoustic loss must not reach the common encoder (nor its position embedding).
+                a, a_bias = a.detach(), a_bias.detach()
+            for layer in self.acoustic:
+                a, a_bias = layer(a, key_pad, a_bias)
+                acoustic.append(a)
 
         semantic = []
         if variant in ("care", "care_semantic"):

@@ -37,6 +37,39 @@ def test_expert_on_one_second_of_noise_and_featurizer(ckpt, variant, dim):
     assert torch.allclose(feats[0], torch.stack(states)[:, 0].mean(0)[:49], atol=1e-5)
 
 
+def test_last_hidden_state_is_the_thirteenth_state_and_s_selects_it(ckpt):
+    from s3prl.upstream.interfaces import Featurizer
+
+    expert = UpstreamExpert(str(ckpt), variant="care")
+    wavs = [torch.randn(16000), torch.randn(12000)]
+    with torch.no_grad():
+        out = expert(wavs)
+    assert out["last_hidden_state"] is out["hidden_states"][12]
+    featurizer = Featurizer(expert, feature_selection="last_hidden_state", upstream_device="cpu")
+    assert featurizer.feature_selection == "last_hidden_state"  # no silent fallback to the weighted sum
+    assert not hasattr(featurizer, "weights")
+    feats = featurizer(wavs, out)
+    assert torch.equal(feats[0], out["hidden_states"][12][0, :49])
+    assert torch.equal(feats[1], out["hidden_states"][12][1, :38])
+
+
+def test_expert_declares_exact_padding_and_keeps_it_for_short_utterances(ckpt):
+    """padding_exact (read by the sweep): a padded batch gives each utterance what it gets alone,
+    down to one frame (400 samples), and the pad frames are zero."""
+    assert UpstreamExpert.padding_exact is True
+    expert = UpstreamExpert(str(ckpt), variant="care")
+    g = torch.Generator().manual_seed(1)
+    wavs = [torch.randn(n, generator=g) for n in (400, 800, 16000)]
+    with torch.no_grad():
+        batch = expert(wavs)["hidden_states"]
+        for i, w in enumerate(wavs):
+            alone = expert([w])["hidden_states"]
+            t = alone[0].shape[1]
+            assert t == expert.model.config.num_frames(w.numel())
+            for h, a in zip(batch, alone):
+                assert (h[i, :t] - a[0]).abs().max() <= 2e-6 and not h[i, t:].any()
+
+
 def test_expert_rejects_wrong_sample_rate_and_bad_wavs(ckpt):
     expert = UpstreamExpert(str(ckpt))
     with pytest.raises(ValueError, match="16000 Hz"):
@@ -51,8 +84,8 @@ def test_hub_entries_are_exactly_the_public_functions():
     import inspect
 
     public = {n for n, o in vars(hubconf).items() if not n.startswith("_") and callable(o)}
-    assert public == {"care", "care_acoustic", "care_semantic", "care_random_base", "care_random_tiny"}
-    assert set(hubconf.__all__) == public
+    assert {"care", "care_acoustic", "care_semantic", "care_random_base", "care_random_tiny"} <= public
+    assert set(hubconf.__all__) == public  # no helper leaks onto s3prl.hub
     assert "RANDOM" in inspect.getdoc(hubconf.care_random_tiny) and "RANDOM" in inspect.getdoc(hubconf.care_random_base)
 
 

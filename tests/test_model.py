@@ -45,7 +45,7 @@ def test_base_config_matches_wavlm_base_and_roberta_base():
     assert cfg.text_layer_start == 6  # RoBERTa layers 7-12
     assert cfg.downsample_rate == 320
     assert cfg.min_samples("care_acoustic") == 400
-    assert cfg.min_samples("care") == 400 + 4 * 320  # 5 frames -> 1 adapter frame
+    assert all(cfg.min_samples(v) == 400 for v in VARIANTS)  # one frame; the semantic branch pads itself
     assert cfg.num_frames(16000) == 49
 
 
@@ -128,6 +128,34 @@ def test_padded_batch_equals_each_utterance_alone(text, norm, normalize):
             assert torch.allclose(out.acoustic_pred[i, :t], a.acoustic_pred[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("text", ["roberta", "minilm"])
+def test_one_frame_utterances_work_in_every_variant_padded_or_alone(text):
+    """400 samples (1 frame) up to 1679 (4 frames, under one adapter window): the semantic branch
+    pads itself, every variant gives num_frames(N) frames, and a padded batch equals each alone."""
+    model = _model(text, seed=2)
+    lengths = [400, 800, 1679, 2000, 16000]
+    wavs = _wavs(lengths, seed=4)
+    batch, lens = _batch(wavs)
+    with torch.no_grad():
+        out = model(batch, lens, with_heads=True)
+        alone = [model(w[None], with_heads=True) for w in wavs]
+    expected = [model.config.num_frames(n) for n in lengths]
+    assert expected[:3] == [1, 2, 4] and out.frame_lengths.tolist() == expected
+    assert [a.conv.shape[1] for a in alone] == expected
+    for variant in VARIANTS:
+        batched = model.hidden_states(out, variant)
+        for i, a in enumerate(alone):
+            t = expected[i]
+            for h, r in zip(batched, model.hidden_states(a, variant)):
+                assert r.shape[1] == t and torch.isfinite(r).all()
+                assert (h[i, :t] - r[0]).abs().max().item() <= 2e-6, (variant, i)
+                assert h[i, t:].abs().max().item() == 0 if h.shape[1] > t else True
+    for i, a in enumerate(alone):  # the one-frame utterance gets a real (non-zero) semantic frame
+        assert all(s[0].abs().max() > 0 for s in a.semantic)
+        assert (out.semantic_pred[i] - a.semantic_pred[0]).abs().max() <= 2e-6
+    assert torch.isfinite(out.semantic_pred).all() and torch.isfinite(out.acoustic_pred).all()
+
+
 def test_masked_group_norm_is_what_makes_the_front_end_exact():
     """Plain GroupNorm over a padded batch would see the padding: the masked one must differ from it."""
     model = _model()
@@ -207,6 +235,90 @@ def test_common_and_acoustic_equal_hf_wavlm_model():
     assert len(ref) == len(ours) == 13
     for i, (a, b) in enumerate(zip(ours, ref)):
         assert (a - b).abs().max().item() <= 1e-5, i
+
+
+# ---- attention through SDPA == the Hugging Face layers it replaced ----------------------------
+class _HFWavLMLayer(nn.Module):
+    """transformers' WavLMEncoderLayer behind CARE's layer signature: the attention path CARE used
+    before SDPA (F.multi_head_attention_forward with a bool key-padding mask + float bias)."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, x, pad_mask, position_bias):
+        import warnings
+
+        mask = None if pad_mask is None else (~pad_mask).long()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            return tuple(self.hf(x, attention_mask=mask, position_bias=position_bias)[:2])
+
+
+class _HFTextLayer(nn.Module):
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, x, attention_mask):
+        return self.hf(x, attention_mask=attention_mask)[0]
+
+
+def _with_hf_layers(model):
+    """A copy of ``model`` whose WavLM and text layers are transformers' own (eager attention),
+    loaded with the same weights: the computation CARE did before its layers used SDPA."""
+    import copy
+
+    from transformers import AutoModel
+    from transformers.models.wavlm.modeling_wavlm import WavLMEncoderLayer
+
+    ref = copy.deepcopy(model)
+    wcfg = model.config.wavlm_config()
+    for stack in (ref.common, ref.acoustic):
+        for i, layer in enumerate(stack):
+            hf = WavLMEncoderLayer(wcfg, has_relative_position_bias=hasattr(layer.attention, "rel_attn_embed"))
+            hf.load_state_dict(layer.state_dict())
+            stack[i] = _HFWavLMLayer(hf.eval())
+    tcfg = model.config.text_config()
+    tcfg.num_hidden_layers = 1
+    for i, layer in enumerate(ref.semantic.layers):
+        hf = AutoModel.from_config(tcfg, attn_implementation="eager").encoder.layer[0]
+        hf.load_state_dict(layer.state_dict())
+        ref.semantic.layers[i] = _HFTextLayer(hf.eval())
+    return ref.eval()
+
+
+@pytest.mark.parametrize("text", ["roberta", "minilm"])
+def test_sdpa_layers_equal_the_hf_layers_they_replaced(text):
+    model = _model(text, seed=6)
+    ref = _with_hf_layers(model)
+    batch, lengths = _batch(_wavs([16000, 5333, 9000], seed=7))
+    with torch.no_grad():
+        for lens in (lengths, None):
+            out, old = model(batch, lens, with_heads=True), ref(batch, lens, with_heads=True)
+            for variant in VARIANTS:
+                for i, (a, b) in enumerate(zip(model.hidden_states(out, variant), ref.hidden_states(old, variant))):
+                    assert (a - b).abs().max().item() <= 1e-5, (variant, i)
+            assert (out.semantic_pred - old.semantic_pred).abs().max().item() <= 1e-5
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    """The CUDA recipe (bf16 autocast) checked on CPU: every state finite, the dtype mix accepted
+    by SDPA, and each state within bf16 rounding of the fp32 one, padded batch included."""
+    model = _model("minilm", seed=8)
+    batch, lengths = _batch(_wavs([16000, 7000], seed=9))
+    with torch.no_grad():
+        ref = model.hidden_states(model(batch, lengths))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch, lengths, with_heads=True)
+            low = model.hidden_states(out)
+    assert any(h.dtype == torch.bfloat16 for h in low)
+    for i, (a, b) in enumerate(zip(low, ref)):
+        a = a.float()
+        assert torch.isfinite(a).all()
+        rel = ((a - b).norm() / b.norm()).item()
+        assert rel <= 0.03, (i, rel)
+        assert a[1, out.frame_lengths[1]:].abs().max() == 0  # padding still exactly zero
 
 
 def test_from_teachers_loads_both_teachers(tmp_path):
@@ -320,11 +432,9 @@ def test_bad_input_raises_value_errors():
         model(good, torch.tensor([4000]))
     with pytest.raises(ValueError, match="exceed"):
         model(good, torch.tensor([4000, 4001]))
-    with pytest.raises(ValueError, match="1680 samples"):
-        model(torch.zeros(1, 1000))
-    model(torch.zeros(1, 1000), variant="care_acoustic")  # enough for the acoustic path
-    with pytest.raises(ValueError, match="400 samples"):
-        model(torch.zeros(1, 399), variant="care_acoustic")
+    for variant in VARIANTS:
+        with pytest.raises(ValueError, match=r"\(row, samples\) \[\(0, 399\)\]; need at least 400 samples"):
+            model(torch.zeros(1, 399), variant=variant)
     with pytest.raises(ValueError, match="variant"):
         model(good, variant="care_both")
     with pytest.raises(ValueError, match="16000 Hz"):
