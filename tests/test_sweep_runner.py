@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import SWEEP_STEPS as STEPS
 from sweep.runner import SweepConfig, choose_path, pad_mode_for, run_sweep
 
@@ -51,11 +53,12 @@ def test_kill_resume_corrupt_shard_and_bad_file(demo_cafe_copy, tmp_path, capsys
     first = _cells(out)
     assert 1 <= len(first) <= 3, "the sweep should have finished some cells before the kill"
 
-    # corrupt one cache shard and make one audio file unreadable before resuming
+    # swap two utterance keys in a cache shard (tensors intact) and make one audio file unreadable
+    # before resuming: the resumed cells must not train on each other's features
+    import faults
+
     [shard, *_] = sorted((out / "cache").glob("*/*/shard-*.safetensors"))
-    raw = bytearray(shard.read_bytes())
-    raw[-5] ^= 0xFF
-    shard.write_bytes(bytes(raw))
+    faults.swap_safetensors_metadata_items(shard, "keys", 0, 1)
     bad = sorted((corpus / "demo").rglob("*.wav"))[0]
     bad.write_bytes(b"RIFF garbage, not a wave file")
     capsys.readouterr()
@@ -106,3 +109,46 @@ def test_parallel_jobs_give_the_same_cells_as_one_job(demo_cafe, tmp_path):
     assert a.keys() == b.keys() and len(a) == 4
     for key in a:
         assert a[key]["metrics"] == b[key]["metrics"], key
+
+
+def test_upstream_names_and_labels(demo_cafe, tmp_path):
+    from sweep.cells import UpstreamSpec
+    from sweep.runner import ConfigError, parse_upstreams
+
+    care = demo_cafe / "tiny_care"
+    named = UpstreamSpec.parse(f"init=care:{care}")
+    assert (named.hub, named.label, named.ckpt) == ("care", "init", str(care.resolve()))
+    assert UpstreamSpec.parse(f"care:{care}").label == "tiny_care"  # a CARE folder: its name
+    assert UpstreamSpec.parse(f"care_acoustic:{care}").label == "tiny_care (acoustic+common)"
+    (tmp_path / "WavLM-Base.pt").write_bytes(b"x")
+    assert UpstreamSpec.parse(f"wavlm_local:{tmp_path / 'WavLM-Base.pt'}").label == "WavLM-base"
+    assert [UpstreamSpec.parse(u).label for u in ("hubert_local", "fbank", "mfcc", "egemaps", "compare")] == [
+        "HuBERT-base", "FBANK", "MFCC", "eGeMAPS", "ComParE"]
+    with pytest.raises(ConfigError, match="same table label; name them"):
+        parse_upstreams(["wavlm_base", f"wavlm_local:{tmp_path / 'WavLM-Base.pt'}"])
+
+
+def test_fbank_is_refused_as_degenerate(demo_cafe, tmp_path, capsys):
+    """s3prl's fbank normalises every utterance's frames, so its time-means are the same vector for every
+    utterance: the sweep refuses its cells and says why; --allow-degenerate runs them, marked."""
+    common = dict(tasks=["emotion_cafe"], upstreams=["fbank"], seeds=1, folds=["fold1"], out=str(tmp_path / "runs"),
+                  data=str(demo_cafe / "data"), devices=["cpu"], overrides=STEPS, plots=False)
+    summary = run_sweep(SweepConfig(**common))
+    err = capsys.readouterr().err
+    assert summary["ran"] == 0 and len(summary["refused"]) == 1
+    msg = summary["refused"][0]
+    assert "FBANK (fbank) refused" in msg and "normalises each utterance's frames" in msg
+    assert "averages frames over time" in msg and "--allow-degenerate" in msg and msg in err
+    assert "refused: upstream FBANK" in (tmp_path / "runs" / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        from sweep.runner import main
+
+        main(["--tasks", "emotion_cafe", "--upstreams", "fbank", "--seeds", "1", "--folds", "fold1", "--out",
+              str(tmp_path / "runs"), "--data", str(demo_cafe / "data"), "--devices", "cpu", "--no-plots",
+              *[x for s in STEPS for x in ("-o", s)]])
+
+    summary = run_sweep(SweepConfig(allow_degenerate=True, **common))
+    assert summary["ran"] == 1 and not summary["failed"] and not summary["refused"]
+    [cell] = _cells(tmp_path / "runs").values()
+    assert cell["degenerate"]["spread_ratio"] < 1e-6
+    assert "FBANK ‡ WF1" in (tmp_path / "runs" / "table.md").read_text()
