@@ -292,10 +292,16 @@ class CARE(nn.Module):
     def from_pretrained(cls, path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> "CARE":
         """Load a folder (config.json + model.safetensors), such a .safetensors file, or a
         ``{"config": dict, "model": state_dict}`` torch file (read with weights_only=True:
-        no code from the file runs). Bad files raise ValueError naming the file."""
+        no code from the file runs). Bad files raise ValueError naming the file. A Hugging Face Hub
+        id (``org/name[@revision]``) that is not a local path is fetched through the Hub cache
+        (`care_upstream.hub.resolve`: data files only, HF_HUB_OFFLINE=1 honoured)."""
         path = Path(path).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"CARE checkpoint not found: {path}")
+            from .hub import is_repo_id, resolve
+
+            if not is_repo_id(str(path)):
+                raise FileNotFoundError(f"CARE checkpoint not found: {path}")
+            path = resolve(str(path))
         if path.is_dir():
             config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
         elif path.suffix == ".safetensors":
