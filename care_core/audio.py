@@ -116,6 +116,9 @@ def _read(path: Path, start: Optional[float], end: Optional[float]) -> Tuple[np.
     except AudioError:
         raise
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise AudioError(path, f"dangling symbolic link (to {os.readlink(path)}, which does not exist)",
+                             "unreadable") from None
         raise AudioError(path, "file not found", "unreadable") from None
     except OSError as os_error:  # a directory, a symlink loop, no permission
         raise AudioError(path, f"cannot open ({os_error.strerror or os_error})", "unreadable") from None

@@ -1,4 +1,4 @@
-"""Load any corpus audio the same way: mono, 16 kHz, cropped to 30 s, padded to 1 s (SPEC §4).
+"""Load any corpus audio the same way: mono, 16 kHz, cropped to 30 s, padded to 1 s.
 
 Bad files raise `AudioError` (from the shared decoder `care_core.audio`: a ValueError naming the
 file and the problem) so `prepare` can skip and list them instead of letting a NaN reach a batch.
@@ -7,12 +7,11 @@ file and the problem) so `prepare` can skip and list them instead of letting a N
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from care_core.audio import SAMPLE_RATE, AudioError, Segments, read_mono, read_segments
+from care_core.audio import SAMPLE_RATE, AudioError, Segments, check_usable, read_mono
 
 __all__ = ["AudioConfig", "AudioError", "crop_or_pad", "load_audio", "probe_audio"]
 
@@ -50,6 +49,9 @@ def crop_or_pad(wav: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> torch.Te
 
 
 def probe_audio(path, segments: Segments = None) -> float:
-    """Check a file (or its segments) fully: readable, non-empty, finite; return the duration in seconds."""
-    data, sr = read_segments(Path(path), segments)
-    return len(data) / float(sr)
+    """Check a file (or its segments) fully and return the duration in seconds: readable, complete
+    (not truncated), non-empty, finite, then `check_usable` (not silent, not shorter than one model
+    frame), the same rule `care-pretrain targets` applies."""
+    wav, _, _ = read_mono(path, SAMPLE_RATE, segments)
+    check_usable(wav, path)
+    return wav.numel() / float(SAMPLE_RATE)

@@ -14,17 +14,20 @@ Format (``<out>/manifest.csv``, UTF-8, header row)::
 
 Wide rather than long so that one file answers "which split is this utterance in for every fold"
 and a reader sees all folds of a speaker at a glance. Next to it `prepare` writes ``skipped.csv``
-(file, reason) and ``summary.json``.
+(file, reason) and, last, ``summary.json``: the completion marker. `read_manifest` refuses a
+manifest without one, or whose row count disagrees with it (a run killed between the two files).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
 from care_core import atomic
 from care_core.segments import segments_from_str, segments_to_str
 
@@ -82,6 +85,7 @@ def read_manifest(path) -> Manifest:
         path = path / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run `care-superb prepare <task> --root ... --out {path.parent}`")
+    expected = _completed_rows(path)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f)
         try:
@@ -104,7 +108,27 @@ def read_manifest(path) -> Manifest:
                 id=d["id"], path=d["path"], speaker=d["speaker"], label=d["label"] or None,
                 duration=float(d["duration"]), segments=segments_from_str(d["segments"], f"{path}:{lineno}"),
                 targets={t: float(d[t]) for t in targets}, folds={f: d[f] for f in folds}))
+    if len(rows) != expected:
+        raise ValueError(f"{path}: {len(rows)} rows but its {SUMMARY} says {expected}: the two come from different "
+                         f"runs of `care-superb prepare`; run it again")
     return Manifest(rows, folds, targets)
+
+
+def _completed_rows(manifest: Path) -> int:
+    """The row count the finished prepare recorded in summary.json, written after the manifest as its
+    completion marker; a manifest without one is the half of an interrupted run and is refused."""
+    summary = manifest.parent / SUMMARY
+    again = f"run `care-superb prepare <task> --root ... --out {manifest.parent}` again"
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{manifest}: no {SUMMARY} beside it, so the prepare that wrote it did not finish; "
+                         f"{again}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{summary}: unreadable ({e}); {again}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("n_utterances"), int):
+        raise ValueError(f"{summary}: not a prepare summary (no n_utterances); {again}")
+    return data["n_utterances"]
 
 
 def write_skipped(path: Path, skipped: Sequence[tuple]) -> None:

@@ -1,11 +1,13 @@
 """`care-superb prepare <task> --root RAW --out DIR`: raw corpus → checked audio → manifest with folds.
 
 Steps: parse the corpus (its parser refuses unknown labels and wrong layouts, naming the file),
-map labels to the task's set, open every audio file once (readable, non-empty, finite; its
-duration), assign every fold with the task's rule, refuse any fold where a speaker sits in two
-splits, then write ``manifest.csv``, ``skipped.csv`` and ``summary.json`` atomically (see
-`downstream_tasks.manifest` for the format). Files that fail the audio check are skipped and
-listed with the reason; they never reach training.
+map labels to the task's set, open every audio file once (readable, complete, non-empty, finite,
+not silent, at least one model frame long: `care_core.audio.check_usable`; its duration), assign
+every fold with the task's rule, refuse any fold where a speaker sits in two splits, then write
+``manifest.csv``, ``skipped.csv`` and, last, ``summary.json`` atomically (see
+`downstream_tasks.manifest` for the format). Every audio name the parser finds (upper-case
+extensions and broken symlinks included) is either in the manifest or in skipped.csv with its
+reason; nothing reaches training unchecked.
 """
 
 from __future__ import annotations
@@ -48,11 +50,26 @@ def segments_of(u: Utterance):
 
 CACHE = ".audio_check.json"  # in the output folder: re-running prepare skips files already checked
 CACHE_EVERY = 1000  # utterances between cache saves, so an interrupted check resumes
+#: Bumped whenever the audio rule changes, so results cached under an older rule are checked again.
+CACHE_VERSION = 2
+#: Bytes hashed per file for the cache key: head, tail and evenly spaced blocks. Reading a few blocks
+#: costs little next to decoding, yet a file replaced in place (same size, mtime kept) changes its key.
+HASH_BLOCK, HASH_BLOCKS = 65536, 8
 
 
-def _cache_key(u: Utterance) -> str:
-    st = os.stat(u.path)
-    return json.dumps([str(u.path), segments_of(u), st.st_size, st.st_mtime_ns])
+def content_digest(path) -> str:
+    """A cheap fingerprint of a file's bytes: its size and a BLAKE2 hash of sampled blocks."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(str(size).encode())
+        step = max(1, size // HASH_BLOCKS)
+        for offset in sorted({*range(0, size, step), max(0, size - HASH_BLOCK)}):
+            f.seek(offset)
+            h.update(f.read(HASH_BLOCK))
+    return h.hexdigest()
 
 
 def _check_one(u: Utterance):
@@ -62,26 +79,46 @@ def _check_one(u: Utterance):
         return None, e.problem
 
 
+def load_cache(cache_path: Path) -> Dict[str, list]:
+    """The cached audio checks, or {} (with a note) when the file is unreadable, of another version
+    or of the wrong shape: it is a cache, so it is rebuilt rather than trusted or crashed on."""
+    try:
+        data = json.loads(Path(cache_path).read_text(encoding="utf-8", errors="surrogateescape"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        print(f"care-superb prepare: note: {cache_path} is unreadable ({e}); checking every file again",
+              file=sys.stderr)
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+    if not isinstance(entries, dict) or not all(
+            isinstance(v, list) and len(v) == 2 for v in entries.values()):
+        print(f"care-superb prepare: note: {cache_path} is not an audio-check cache of version "
+              f"{CACHE_VERSION}; checking every file again", file=sys.stderr)
+        return {}
+    return entries
+
+
 def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: bool = True,
                 cache_path: Optional[Path] = None):
     """Durations of the usable utterances and (file, reason) for the rest, in input order.
 
-    With `cache_path`, results are remembered per (file, segments, size, mtime): a re-run after an
-    interruption or a parser fix only opens new or changed files."""
+    With `cache_path`, results are remembered per (file, segments, content digest): a re-run after
+    an interruption or a parser fix only opens new or changed files, and a file replaced in place
+    is checked again even if its size and mtime were kept."""
     from tqdm import tqdm
 
-    cache: Dict[str, list] = {}
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            cache = json.loads(Path(cache_path).read_text(encoding="utf-8", errors="surrogateescape"))
-        except ValueError:
-            cache = {}
+    cache: Dict[str, list] = load_cache(Path(cache_path)) if cache_path is not None else {}
+    digests: Dict[str, Optional[str]] = {}  # DAIC-WOZ: many segments share one interview file
     keys = []
     for u in utterances:
-        try:
-            keys.append(_cache_key(u))
-        except OSError:
-            keys.append(None)  # missing file: _check_one reports it
+        path = str(u.path)
+        if path not in digests:
+            try:
+                digests[path] = content_digest(path)
+            except OSError:
+                digests[path] = None  # missing or unreadable: _check_one reports it
+        keys.append(json.dumps([path, segments_of(u), digests[path]]) if digests[path] else None)
     results: List = [cache.get(k) if k else None for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
     bar = tqdm(total=len(utterances), initial=len(utterances) - len(todo), desc="checking audio",
@@ -95,7 +132,8 @@ def check_audio(utterances: Sequence[Utterance], workers: int = 1, progress: boo
                     cache[keys[i]] = list(r)
                 bar.update(1)
             if cache_path is not None:
-                atomic.write_text(Path(cache_path), json.dumps(cache, ensure_ascii=False))
+                atomic.write_text(Path(cache_path), json.dumps({"version": CACHE_VERSION, "entries": cache},
+                                                               ensure_ascii=False))
     bar.close()
     good, durations, skipped = [], [], []
     for u, (duration, problem) in zip(utterances, results):
@@ -130,6 +168,8 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
     """Prepare one task; returns the summary also written to ``<out>/summary.json``."""
     spec = protocol.get_task(task)
     root, out = Path(root), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: --out is an existing file, not a folder; give a folder to write the manifest in")
     parser = protocol.get_parser(spec)
     kwargs = dict(spec.parser_kwargs)
     parser_skipped: List = []
@@ -158,6 +198,9 @@ def prepare_task(task: str, root, out, *, workers: int = 1, progress: bool = Tru
                         folds={f: folds[f][i] for f in spec.fold_names})
             for i, (u, d) in enumerate(zip(good, durations))]
     out.mkdir(parents=True, exist_ok=True)
+    # summary.json is the completion marker: removed before the manifest changes and written last,
+    # so a run killed in between leaves a manifest without summary, which read_manifest refuses.
+    (out / SUMMARY).unlink(missing_ok=True)
     write_manifest(out / MANIFEST, rows, spec.fold_names, spec.targets)
     write_skipped(out / SKIPPED, skipped)
     summary = {
@@ -209,7 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     out = args.out or str(Path("data") / args.task)
     try:
         return prepare_task(args.task, args.root, out, workers=args.workers, progress=not args.no_progress)
-    except ValueError as e:  # CorpusError, SpeakerOverlapError: a readable message, not a traceback
+    except (ValueError, OSError) as e:  # CorpusError, SpeakerOverlapError, a folder that cannot be
+        # written: a readable message, not a traceback
         print(f"care-superb prepare: error: {e}", file=sys.stderr)
         raise SystemExit(1)
 

@@ -242,7 +242,8 @@ def make_daicwoz(root: Path, n_train: int = 107, n_train_dep: int = 30, n_dev: i
     pids = DAIC_IDS[: n_train + n_dev]
     labels = {"train": {p: int(i < n_train_dep) for i, p in enumerate(pids[:n_train])},
               "dev": {p: int(i < n_dev_dep) for i, p in enumerate(pids[n_train:])}}
-    silence = np.zeros(int(DAIC_AUDIO_SECONDS * SR), dtype=np.int16)
+    # A quiet noise floor: every 10 s window holds audio that passes the "not silent" rule.
+    audio = np.random.default_rng(0).integers(-300, 300, int(DAIC_AUDIO_SECONDS * SR)).astype(np.int16)
     for split, table in labels.items():
         lines = [DAIC_SPLIT_HEADER]
         for pid, binary in table.items():
@@ -252,7 +253,7 @@ def make_daicwoz(root: Path, n_train: int = 107, n_train_dep: int = 30, n_dev: i
             folder = root / f"{pid}_P"
             folder.mkdir(parents=True, exist_ok=True)
             if pid not in skip_audio:
-                sf.write(str(folder / f"{pid}_AUDIO.wav"), silence, SR, subtype="PCM_16")
+                sf.write(str(folder / f"{pid}_AUDIO.wav"), audio, SR, subtype="PCM_16")
             rows = [r for r in DAIC_ROWS if not (pid in no_ellie and r[2] == "Ellie")]
             write_daic_transcript(folder / f"{pid}_TRANSCRIPT.csv", rows, offsets.get(pid, 0.0))
         (root / f"{split}_split_Depression_AVEC2017.csv").write_text("\n".join(lines) + "\n")

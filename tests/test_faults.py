@@ -13,6 +13,8 @@ import faults  # noqa: F401  (builders used by the sections below)
 
 # ------------------------------------------------------------------ care_core (decoder, atomic writes)
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -49,11 +51,286 @@ def test_decoder_names_unreadable_files(tmp_path, build):
 
 # ------------------------------------------------------------------ care-superb prepare
 
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+from downstream_tasks import prepare as prepare_mod  # noqa: E402
+from downstream_tasks.manifest import read_manifest  # noqa: E402
+
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+
+
+def emodb_tree(root):
+    """Two short clips per EmoDB speaker, named as EmoDB names them: enough for its 6/2/2 folds."""
+    for k, spk in enumerate(EMODB_SPEAKERS):
+        for text, letter in (("a01", "W"), ("b02", "N")):
+            faults.good_wav(root / "wav" / f"{spk}{text}{letter}a.wav", seconds=0.1, seed=k)
+    return root
+
+
+def skipped_rows(out):
+    with open(out / "skipped.csv", newline="") as f:
+        return {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
+
+
+def test_prepare_accounts_for_every_bad_file_by_one_rule(tmp_path):
+    root = emodb_tree(tmp_path / "raw")
+    wav = root / "wav"
+    faults.silent_wav(wav / "03a01Wa.wav")
+    faults.one_sample_wav(wav / "08a01Wa.wav")
+    faults.truncated_wav(wav / "09a01Wa.wav")
+    faults.dangling_symlink(wav / "10a05Wa.wav")
+    faults.symlink_loop(wav / "11a05Wa.wav")
+    faults.upper_case_copy(wav / "12a05Fa.wav")  # 12a05Fa.WAV: good audio, upper-case extension
+    out = tmp_path / "out"
+    summary = prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    skipped = skipped_rows(out)
+    assert "silent" in skipped["03a01Wa.wav"] and "too short" in skipped["08a01Wa.wav"]
+    assert "truncated" in skipped["09a01Wa.wav"]
+    assert "dangling symbolic link" in skipped["10a05Wa.wav"]
+    assert "symbolic links" in skipped["11a05Wa.wav"]  # ELOOP: too many levels of symbolic links
+    ids = {r.id for r in read_manifest(out).rows}
+    assert "emodb-12a05Fa" in ids and not ids & {"emodb-03a01Wa", "emodb-08a01Wa", "emodb-09a01Wa"}
+    # every name found is either in the manifest or in skipped.csv, and the counts say so
+    assert summary["n_parsed"] == 23 == summary["n_utterances"] + summary["n_skipped"]
+    assert summary["n_skipped"] == len(skipped) == 5
+
+
+def test_prepare_cache_keys_on_content_not_size_and_mtime(tmp_path):
+    root = emodb_tree(tmp_path / "raw")
+    out = tmp_path / "out"
+    prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    victim = root / "wav" / "13a01Wa.wav"
+    st = victim.stat()
+    good = victim.read_bytes()
+    faults.silent_wav(victim, seconds=0.1)  # replaced in place: same size, mtime put back
+    assert victim.stat().st_size == len(good)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    assert "silent" in skipped_rows(out)["13a01Wa.wav"]
+
+
+@pytest.mark.parametrize("cache", ["[1, 2]", '"text"', '{"version": 2, "entries": [1]}', "{not json"])
+def test_prepare_rebuilds_a_cache_of_the_wrong_type(tmp_path, capsys, cache):
+    root = emodb_tree(tmp_path / "raw")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / prepare_mod.CACHE).write_text(cache)
+    summary = prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    assert summary["n_utterances"] == 20
+    assert "checking every file again" in capsys.readouterr().err
+
+
+def test_prepare_out_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    root = emodb_tree(tmp_path / "raw")
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_:
+        prepare_mod.main(["emotion_emodb", "--root", str(root), "--out", str(tmp_path / "taken"), "--no-progress"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "taken: --out is an existing file" in err and "Traceback" not in err
+
+
+def test_a_kill_between_manifest_and_summary_is_refused_by_the_reader(tmp_path, monkeypatch):
+    root = emodb_tree(tmp_path / "raw")
+    out = tmp_path / "out"
+    prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    assert len(read_manifest(out).rows) == 20
+    (root / "wav" / "14a01Wa.wav").unlink()  # the corpus changed; prepare runs again and is killed
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_mod, "write_skipped", killed)  # right after manifest.csv is written
+    with pytest.raises(KeyboardInterrupt):
+        prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    with pytest.raises(ValueError, match="did not finish"):
+        read_manifest(out)
+    monkeypatch.undo()
+    prepare_mod.prepare_task("emotion_emodb", root, out, progress=False, verbose=False)
+    assert len(read_manifest(out).rows) == 19
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "n_utterances": 20}))
+    with pytest.raises(ValueError, match="19 rows but its summary.json says 20"):
+        read_manifest(out)
+
 # ------------------------------------------------------------------ upstream loading (run_downstream.py, -k, sweep)
 
 # ------------------------------------------------------------------ care-superb register-s3prl
 
 # ------------------------------------------------------------------ care-pretrain targets
+
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from pretrain.targets.acoustic import AcousticSettings  # noqa: E402
+from pretrain.targets.extract import ExtractConfig, run_extraction  # noqa: E402
+from pretrain.targets.store import TargetStore, TargetStoreError  # noqa: E402
+from pretrain.targets.text import TextEncoder, TextEncoderSettings  # noqa: E402
+from pretrain.targets.transcripts import TranscriptTable  # noqa: E402
+
+
+class _TargetsText:
+    """Stand-in semantic teacher (the faults here are about files, not teachers): 4 numbers per text."""
+
+    dim = 4
+
+    def encode(self, texts):
+        return np.array([[len(t), t.count(" "), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)
+
+
+class _TargetsWhisper:
+    truncated = 0
+
+    def transcribe(self, wavs):
+        return ["hello world"] * len(wavs)
+
+
+def _targets_run(audio, out, **kw):
+    """One extraction with the offline eGeMAPS teacher and the stand-ins above (2 files a shard)."""
+    cfg = ExtractConfig(audio=str(audio), out=str(out), acoustic=AcousticSettings(kind="egemaps"), shard_size=2,
+                        progress=False, **kw)
+    return run_extraction(cfg, transcriber=_TargetsWhisper(), text_encoder=_TargetsText())
+
+
+@pytest.fixture(scope="module")
+def targets_cache(tmp_path_factory):
+    """A finished cache of four 0.3 s clips in two shards; tests that damage it work on a copy."""
+    root = tmp_path_factory.mktemp("targets")
+    for i in range(4):
+        faults.good_wav(root / "audio" / f"u{i}.wav", seconds=0.3, seed=i)
+    _targets_run(root / "audio", root / "cache")
+    store = TargetStore(root / "cache")
+    return root, {u: store.get(u) for u in store.ids}
+
+
+def _targets_copy(targets_cache, tmp_path):
+    root, values = targets_cache
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    return tmp_path / "cache", values
+
+
+def test_targets_store_and_list_non_utf8_file_names(tmp_path):
+    audio = tmp_path / "audio"
+    faults.good_wav(audio / "a.wav", seconds=0.3)
+    good = faults.non_utf8_name(audio)  # caf\xe9.wav
+    bad = os.path.join(os.fsencode(audio), b"mud\xe9.wav")
+    sf.write(open(bad, "wb"), np.zeros(4800, np.float32), 16000, format="WAV", subtype="PCM_16")  # silent
+    summary = _targets_run(audio, tmp_path / "cache")
+    assert summary["stored"] == 2 and summary["skipped_by_reason"] == {"silent": 1}
+    store = TargetStore(tmp_path / "cache")
+    utt = os.fsdecode(b"caf\xe9")
+    assert store.ids == ["a", utt] and store.path(utt) == str(good)
+    assert store.get(utt)["acoustic"].shape[1] == 25
+    # skipped.csv names the file by its bytes on disk
+    assert b"mud\xe9.wav,mud\xe9,silent," in (tmp_path / "cache" / "skipped.csv").read_bytes()
+
+
+def test_targets_latin1_transcripts_is_a_sentence_naming_the_csv(tmp_path, capsys):
+    from pretrain.cli import main
+
+    faults.good_wav(tmp_path / "audio" / "a.wav", seconds=0.3)
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_bytes(b"id,text\na,un caf\xe9 au lait\n")
+    with pytest.raises(ValueError) as err:
+        TranscriptTable(csv_path)
+    assert str(err.value) == (f"{csv_path}: transcript CSV is not valid utf-8 at line 2 (byte b'\\xe9'); save it as "
+                              f"UTF-8 or name its encoding with --transcripts-encoding (e.g. latin-1)")
+    assert TranscriptTable(csv_path, encoding="latin-1").lookup("a", "a.wav") == "un café au lait"
+    rc = main(["targets", "--audio", str(tmp_path / "audio"), "--out", str(tmp_path / "cache"), "--transcripts",
+               str(csv_path), "--acoustic", "egemaps", "--text-encoder", str(tmp_path), "--no-progress"])
+    err_text = capsys.readouterr().err
+    assert rc == 2 and f"{csv_path}: transcript CSV is not valid utf-8" in err_text and "Traceback" not in err_text
+
+
+@pytest.mark.parametrize("config", [None, "[]", '{"hidden_size": 4}'])
+def test_targets_text_encoder_folder_without_a_config_is_a_sentence(tmp_path, config):
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("{}")
+    if config is not None:
+        (folder / "config.json").write_text(config)
+    with pytest.raises(ValueError) as err:
+        TextEncoder(TextEncoderSettings(name=str(folder)))
+    expected = (f"{folder}: text encoder folder has no config.json" if config is None
+                else f"{folder / 'config.json'}: not a transformers config")
+    assert str(err.value).startswith(expected) and len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("damage", ["bytes", "ids"])
+def test_targets_damaged_shard_is_named_by_store_trainer_and_rerun(targets_cache, tmp_path, damage):
+    from pretrain.data import PretrainDataset
+
+    cache, values = _targets_copy(targets_cache, tmp_path)
+    shard = cache / "shards" / "shard-w000of001-00001.safetensors"  # holds u2, u3
+    if damage == "bytes":  # overwrite the last 64 bytes of the acoustic rows: finite, plausible, wrong
+        data = bytearray(shard.read_bytes())
+        data[-64:] = np.full(16, 0.5, np.float32).tobytes()
+        shard.write_bytes(bytes(data))
+    else:  # u2 and u3 exchange rows: every byte of every tensor intact
+        faults.swap_safetensors_metadata_items(shard, "ids")
+    store = TargetStore(cache)
+    np.testing.assert_array_equal(store.get("u0")["acoustic"], values["u0"]["acoustic"])  # other shard fine
+    with pytest.raises(TargetStoreError, match=f"^{shard}: "):
+        store.get("u3")
+    dataset = PretrainDataset(TargetStore(cache), ["u3"], crop_samples=3200, seed=0)
+    with pytest.raises(TargetStoreError, match=f"^{shard}: "):
+        dataset[0]  # the trainer's data loader reads through the same check
+    # a rerun recomputes the damaged chunk; nothing else is redone and the values come back
+    root = targets_cache[0]
+    summary = _targets_run(root / "audio", cache)
+    assert summary["this_session"]["utterances_per_s"]["write"] is not None
+    store = TargetStore(cache)
+    for utt, want in values.items():
+        np.testing.assert_array_equal(store.get(utt)["acoustic"], want["acoustic"])
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"text"', "{not json"])
+def test_targets_cache_json_of_the_wrong_type_is_a_sentence(targets_cache, tmp_path, text):
+    cache, _ = _targets_copy(targets_cache, tmp_path)
+    (cache / "index.json").write_text(text)
+    with pytest.raises(TargetStoreError, match=f"^{cache / 'index.json'}: the merged index of a target cache "):
+        TargetStore(cache)
+    (cache / "run.json").write_text(text)
+    with pytest.raises(TargetStoreError, match=f"^{cache / 'run.json'}: the settings file of a target cache "):
+        _targets_run(targets_cache[0] / "audio", cache)
+
+
+def test_targets_out_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    from pretrain.cli import main
+
+    faults.good_wav(tmp_path / "audio" / "a.wav", seconds=0.3)
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    rc = main(["targets", "--audio", str(tmp_path / "audio"), "--out", str(taken), "--acoustic", "egemaps",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{taken}: --out must be a cache folder, but this is an existing file" in err
+    assert "Traceback" not in err
+
+
+def test_targets_skip_bad_audio_by_the_one_usable_audio_rule(tmp_path):
+    audio = tmp_path / "audio"
+    faults.good_wav(audio / "ok.wav", seconds=0.3)
+    built = {"silent": faults.silent_wav(audio / "silent.wav", seconds=0.3),
+             "short": faults.one_sample_wav(audio / "short.wav"),
+             "cut": faults.truncated_wav(audio / "cut.wav"),
+             "junk": faults.garbage_file(audio / "junk.wav")}
+    summary = _targets_run(audio, tmp_path / "cache")
+    assert summary["stored"] == 1
+    with open(tmp_path / "cache" / "skipped.csv", newline="") as f:
+        rows = {r["id"]: (r["reason"], r["detail"]) for r in csv.DictReader(f)}
+    assert {k: v[0] for k, v in rows.items()} == {"silent": "silent", "short": "too_short", "cut": "truncated",
+                                                 "junk": "unreadable"}
+    # the same words `care-superb prepare` lists: both commands apply care_core.audio.check_usable
+    for name in ("silent", "short"):
+        with pytest.raises(AudioError) as err:
+            check_usable(read_mono(built[name])[0], built[name])
+        assert rows[name][1] == err.value.problem
+
 
 # ------------------------------------------------------------------ care-superb sweep (cache)
 

@@ -7,6 +7,8 @@ raw labels to the task's label set and never splits: folds are the protocol engi
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -46,11 +48,31 @@ def visible(root: Path, path: Path) -> bool:
 
 
 def iter_files(root: Path, pattern: str) -> Iterator[Path]:
-    """Recursive glob over real files only (see `visible`)."""
+    """Every visible name under `root` matching `pattern` case-insensitively that is not a folder.
+
+    Case-insensitive because a corpus copied from a FAT drive or a Windows share arrives as
+    ``X.WAV``. Symlinks are yielded whether or not they resolve (dangling, looping): the audio check
+    then lists them in skipped.csv with their reason, instead of them vanishing from the counts.
+    """
     root = Path(root)
-    for path in sorted(root.rglob(pattern)):
-        if visible(root, path) and path.is_file():
+    pattern = pattern.lower()
+    for path in sorted(root.rglob("*")):
+        if fnmatch.fnmatchcase(path.name.lower(), pattern) and visible(root, path) and not path.is_dir():
             yield path
+
+
+def find_audio(path: Path) -> Optional[Path]:
+    """The file a label row names: `path` itself if the name exists (even as a broken symlink,
+    which the audio check then reports), else the same name with its extension in another case
+    (``X.WAV`` for ``X.wav``), else None."""
+    path = Path(path)
+    if os.path.lexists(path):
+        return path
+    if path.parent.is_dir():
+        for other in path.parent.iterdir():
+            if other.stem == path.stem and other.suffix.lower() == path.suffix.lower():
+                return other
+    return None
 
 
 def report(err: CorpusError, strict: bool, skipped: Optional[List[CorpusError]]) -> None:

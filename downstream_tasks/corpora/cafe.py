@@ -14,7 +14,7 @@ from typing import Dict, List
 
 from downstream_tasks.corpora.base import CorpusError, Utterance, iter_files
 
-NAME = re.compile(r"(\d{2})-([A-Z])-(\d)-(\d)\.wav")
+NAME = re.compile(r"(\d{2})-([A-Z])-(\d)-(\d)\.(?i:wav)")
 LETTERS = {"N": "neutral", "C": "anger", "D": "disgust", "J": "happiness", "P": "fear",
            "S": "surprise", "T": "sadness"}
 N_ACTORS = 12
@@ -32,8 +32,9 @@ def parse_cafe(root) -> List[Utterance]:
         raise CorpusError(root, "CaFE root is not a directory")
     by_name: Dict[str, Path] = {}
     for path in iter_files(root, "*.wav"):
-        if path.name not in by_name or _preference(path) < _preference(by_name[path.name]):
-            by_name[path.name] = path
+        key = path.stem + path.suffix.lower()  # x.WAV and x.wav are one recording
+        if key not in by_name or _preference(path) < _preference(by_name[key]):
+            by_name[key] = path
     if not by_name:
         raise CorpusError(root, "no .wav files found (expected CaFE_48k/<emotion>/... or CaFE_192k_*/...)")
     out = []

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, report, visible
+from .base import CorpusError, Utterance, find_audio, report, visible
 
 CORPUS = "daicwoz"
 SPLIT_FILES = {"train": "train_split_Depression_AVEC2017.csv", "dev": "dev_split_Depression_AVEC2017.csv"}
@@ -233,8 +233,9 @@ def read_interviews(root: Path | str, *, splits: Sequence[str] = ("train", "dev"
                 report(CorpusError(root, f"no {pid}_P/ folder for participant {pid} of {split_csv.name}; "
                                           "skipped"), strict, skipped)
                 continue
-            audio, transcript = folder / f"{pid}_AUDIO.wav", folder / f"{pid}_TRANSCRIPT.csv"
-            lost = [p.name for p in (audio, transcript) if not p.is_file()]
+            audio = find_audio(folder / f"{pid}_AUDIO.wav")
+            transcript = folder / f"{pid}_TRANSCRIPT.csv"
+            lost = ([f"{pid}_AUDIO.wav"] if audio is None else []) + ([] if transcript.is_file() else [transcript.name])
             if lost:
                 report(CorpusError(folder, f"missing {', '.join(lost)}; participant {pid} skipped"),
                         strict, skipped)

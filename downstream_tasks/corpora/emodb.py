@@ -12,7 +12,7 @@ from typing import List
 
 from downstream_tasks.corpora.base import CorpusError, Utterance, iter_files
 
-NAME = re.compile(r"(\d{2})([ab]\d{2})([A-Z])([a-z])\.wav")
+NAME = re.compile(r"(\d{2})([ab]\d{2})([A-Z])([a-z])\.(?i:wav)")
 LETTERS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "joy", "T": "sadness",
            "N": "neutral"}
 SPEAKERS = {"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "12": "m", "13": "f", "14": "f",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, report, visible
+from .base import CorpusError, Utterance, find_audio, report, visible
 
 CORPUS = "iemocap"
 SESSIONS = (1, 2, 3, 4, 5)
@@ -112,9 +112,10 @@ def parse_iemocap(root: Path | str, *, sessions: Sequence[int] = SESSIONS, stric
                 seen[utt] = lf
                 label = row["code"]
                 dialog = utt.rsplit("_", 1)[0]
-                wav = sdir / "sentences" / "wav" / dialog / f"{utt}.wav"
-                if not wav.is_file():
-                    report(CorpusError(wav, f"audio missing for {utt} (labelled in {lf.name} line "
+                named = sdir / "sentences" / "wav" / dialog / f"{utt}.wav"
+                wav = find_audio(named)
+                if wav is None:
+                    report(CorpusError(named, f"audio missing for {utt} (labelled in {lf.name} line "
                                              f"{row['lineno']}); skipped"), strict, skipped)
                     continue
                 out.append(Utterance(

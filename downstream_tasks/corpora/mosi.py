@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, iter_files, report, visible
+from .base import CorpusError, Utterance, find_audio, iter_files, report, visible
 from .mosi_folds import STANDARD_TEST_FOLD, STANDARD_TRAIN_FOLD, STANDARD_VALID_FOLD
 
 CORPUS = "mosi"
@@ -93,9 +93,10 @@ def parse_mosi(root: Path | str, *, strict: bool = False, skipped: Optional[list
         if key in seen:
             raise CorpusError(label_csv, f"duplicate label row for {key}")
         seen.add(key)
-        wav = seg_dir / f"{key}.wav"
-        if not wav.is_file():
-            report(CorpusError(wav, f"audio missing for labelled segment {key}; skipped"), strict, skipped)
+        wav = find_audio(seg_dir / f"{key}.wav")
+        if wav is None:
+            report(CorpusError(seg_dir / f"{key}.wav", f"audio missing for labelled segment {key}; skipped"),
+                   strict, skipped)
             continue
         out.append(Utterance(
             id=f"{CORPUS}-{key}", path=wav, speaker=vid, label=sentiment_class(score), corpus=CORPUS,

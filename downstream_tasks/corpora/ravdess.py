@@ -13,7 +13,7 @@ from typing import List
 
 from downstream_tasks.corpora.base import CorpusError, Utterance, iter_files
 
-NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav")
+NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(?i:wav)")
 SONG_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful"}
 AUDIO_ONLY, SPEECH, SONG = "03", "01", "02"
 
