@@ -157,6 +157,51 @@ def test_a_kill_between_manifest_and_summary_is_refused_by_the_reader(tmp_path, 
 
 # ------------------------------------------------------------------ upstream loading (run_downstream.py, -k, sweep)
 
+
+def _tiny_care_folder(folder: Path) -> Path:
+    from care_upstream.config import CareConfig
+    from care_upstream.model import CARE
+
+    torch.manual_seed(0)
+    return CARE(CareConfig.tiny()).save_pretrained(folder)
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty", "garbage"])
+def test_care_from_pretrained_names_a_damaged_safetensors(tmp_path, how):
+    from care_upstream.model import CARE
+
+    folder = _tiny_care_folder(tmp_path / "care")
+    weights = faults.corrupt_safetensors(folder / "model.safetensors", how)
+    for source in (folder, weights):
+        with pytest.raises(ValueError) as err:
+            CARE.from_pretrained(source)
+        msg = str(err.value)
+        assert msg.startswith(f"{weights}: not a readable safetensors file") and "\n" not in msg
+        assert type(err.value) is ValueError  # not safetensors' bare SafetensorError
+        assert err.value.__suppress_context__  # the safetensors traceback is not chained on
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"[1, 2, 3]", "a JSON list, expected an object"),
+    (b'"care"', "a JSON str, expected an object"),
+    (b"\xff\xfe garbage", "not valid UTF-8 JSON"),
+    (b"{not json", "not valid UTF-8 JSON"),
+    (b"", "not valid UTF-8 JSON"),
+    (b'{"n_common": 6, "bogus": 1}', "unknown CareConfig fields"),
+    (b'{"wavlm": [], "text": {}}', "CareConfig.wavlm must be"),
+])
+def test_care_from_pretrained_names_a_bad_config_json(tmp_path, content, why):
+    from care_upstream.model import CARE
+
+    folder = _tiny_care_folder(tmp_path / "care")
+    (folder / "config.json").write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        CARE.from_pretrained(folder)
+    msg = str(err.value)
+    assert msg.startswith(f"{folder / 'config.json'}: not a CARE config.json") and why in msg, msg
+    assert "\n" not in msg
+
+
 # ------------------------------------------------------------------ care-superb register-s3prl
 
 # ------------------------------------------------------------------ care-pretrain targets
