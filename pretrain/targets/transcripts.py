@@ -1,6 +1,6 @@
 """Transcripts for the semantic target: batched Whisper decoding, or a user CSV.
 
-SPEC §3 takes transcripts from Whisper-large-v3 (the paper assumes no ground truth). Decoding is
+The paper takes transcripts from Whisper-large-v3 (it assumes no ground truth). Decoding is
 batched (one `whisper.decode` call on a stack of 30 s log-mel segments) because one-by-one decoding
 of 150 k utterances leaves a GPU mostly idle. Greedy decoding of a batch gives the same text as
 decoding each segment alone: segments are padded to 30 s each anyway, and finished sequences only
@@ -29,14 +29,37 @@ class TranscriptTable:
 
     HEADERS = {("path_or_id", "text"), ("id", "text"), ("path", "text")}
 
-    def __init__(self, csv_path: Path | str):
+    def __init__(self, csv_path: Path | str, encoding: str = "utf-8"):
         self.csv_path = Path(csv_path)
+        self.encoding = encoding
         self.rows: Dict[str, str] = {}
         try:
-            f = open(self.csv_path, newline="", encoding="utf-8")
+            import codecs
+
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"--transcripts-encoding {encoding!r}: unknown text encoding") from None
+        try:
+            self._read()
+        except UnicodeDecodeError:
+            raw = self.csv_path.read_bytes()
+            try:  # the reader's error counts from its buffer, not the file: find the line from the bytes
+                raw.decode(encoding)
+                where = ""
+            except UnicodeDecodeError as err:
+                line = raw[: err.start].count(b"\n") + 1
+                where = f" at line {line} (byte {raw[err.start:err.start + 1]!r})"
+            raise ValueError(
+                f"{self.csv_path}: transcript CSV is not valid {encoding}{where}; save it as UTF-8 or name its "
+                f"encoding with --transcripts-encoding (e.g. latin-1)"
+            ) from None
         except OSError as err:
             raise ValueError(f"{self.csv_path}: cannot read transcript CSV ({err})") from None
-        with f:
+        if not self.rows:
+            raise ValueError(f"{self.csv_path}: no transcripts")
+
+    def _read(self) -> None:
+        with open(self.csv_path, newline="", encoding=self.encoding) as f:
             for n, row in enumerate(csv.reader(f), 1):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
@@ -51,8 +74,6 @@ class TranscriptTable:
                 if not Path(key).is_absolute() and Path(key).suffix:
                     # a relative path is relative to the CSV's folder
                     self.rows.setdefault(os.path.abspath(self.csv_path.parent / key), text)
-        if not self.rows:
-            raise ValueError(f"{self.csv_path}: no transcripts")
 
     def lookup(self, utt_id: str, path: str) -> Optional[str]:
         for key in (utt_id, path, os.path.abspath(path)):
@@ -63,7 +84,8 @@ class TranscriptTable:
     def fingerprint(self) -> str:
         import hashlib
 
-        return hashlib.sha256(self.csv_path.read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256(self.csv_path.read_bytes()).hexdigest()[:16]
+        return digest if self.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else f"{digest}:{self.encoding}"
 
 
 @dataclass(frozen=True)
