@@ -82,8 +82,8 @@ def main(argv=None) -> dict:
         t0 = time.time()
         summary = run_sweep(SweepConfig(out=str(out), cache=str(out / "cache"), **common, **extra))
         times[name] = time.time() - t0
-        if summary["failed"]:
-            raise SystemExit(f"{name} sweep had failed cells: {summary['failed']}")
+        if summary["failed"] or summary.get("refused"):
+            raise SystemExit(f"{name} sweep had failed or refused cells: {summary['failed'] or summary['refused']}")
 
     deltas = []
     for f_path in sorted(outs["fast"].glob("*/*/*/seed*/results.json")):

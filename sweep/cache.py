@@ -1,6 +1,7 @@
 """On-disk cache of per-layer time-mean features: the upstream runs once per utterance per sweep.
 
-Why this is exact (SPEC §4 probe, upstream frozen, Featurizer ``normalize=False``): the stock path
+Why this is exact (the SUPERB probe: upstream frozen, Featurizer ``normalize=False``, mean pooling
+over time before the head): the stock path
 computes ``mean_t( sum_l softmax(w)_l · h_l[t] )`` over the frames s3prl's ``Featurizer.tolist``
 keeps (``round(len(wav) / downsample_rate)``, cut at what the upstream produced); both sums are
 linear, so this equals ``sum_l softmax(w)_l · mean_t(h_l[t])``. The cache stores ``mean_t(h_l)``

@@ -17,7 +17,7 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 RESULTS_NAME = "results.json"
 PLAN_NAME = "sweep.json"
@@ -143,10 +143,12 @@ class Cell:
         return f"{self.task}/{self.upstream.key}/{self.fold}/seed{self.seed}"
 
 
-def expand_cells(tasks: Sequence[str], folds: Mapping[str, Sequence[str]], seeds: Sequence[int],
+def expand_cells(tasks: Sequence[str], runs: Mapping[str, Sequence[Tuple[str, int]]],
                  upstreams: Sequence[UpstreamSpec]) -> List[Cell]:
-    """All cells, ordered upstream-major so that one upstream's cache is used while it is warm."""
-    return [Cell(t, f, s, u) for u in upstreams for t in tasks for f in folds[t] for s in seeds]
+    """All cells, ordered upstream-major so that one upstream's cache is used while it is warm.
+    `runs[task]`: its (fold, seed) pairs (`TaskSpec.runs_of`: every fold × every seed, or for DAIC-WOZ,
+    whose folds are redraws of the segments, seed i on draw i)."""
+    return [Cell(t, f, s, u) for u in upstreams for t in tasks for f, s in runs[t]]
 
 
 def software_versions() -> Dict[str, str]:
