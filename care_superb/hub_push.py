@@ -257,6 +257,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (PushError, FileNotFoundError) as e:
         print(f"care-superb push: {e}", file=sys.stderr)
         raise SystemExit(2)
+    except Exception as e:  # network, authentication or Hub-side refusal: the Hub's own first line
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if not isinstance(e, (HfHubHTTPError, OSError)):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"care-superb push: upload of {args.folder} to {args.repo_id} failed: {first}", file=sys.stderr)
+        raise SystemExit(1)
     if plan["left_out"]:
         print(f"[push] - not uploaded (only config.json, *.safetensors and the card are): "
               f"{', '.join(plan['left_out'])}", file=sys.stderr)
