@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from typing import List, Optional
 
@@ -23,8 +22,8 @@ def _targets_parser(sub) -> argparse.ArgumentParser:
         description=(
             "Compute CARE pre-training targets into a cache folder: a mean-pooled text-encoder vector of each "
             "transcript, and 50 Hz acoustic frames normalised per utterance. Resumable: rerun the same command "
-            "after a crash. Multi-worker: --shard K/N, or torchrun (RANK/WORLD_SIZE); the last worker to finish "
-            "merges index.json."
+            "after a crash. Multi-worker: --shard K/N, torchrun (RANK/WORLD_SIZE) or srun (SLURM_PROCID/SLURM_NTASKS); "
+            "the last worker to finish merges index.json."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -49,7 +48,7 @@ def _targets_parser(sub) -> argparse.ArgumentParser:
     c = AudioChecks()
     p.add_argument("--silence-peak", type=float, default=c.silence_peak,
                    help="files whose peak |amplitude| is below this are skipped as silent")
-    p.add_argument("--shard", help="K/N: this worker's part (0-based K) of N; default from torchrun env or 0/1")
+    p.add_argument("--shard", help="K/N: this worker's part (0-based K) of N; default from torchrun's or srun's env, else 0/1")
     p.add_argument("--shard-size", type=int, default=256, help="utterances per shard file (the resume unit)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--merge", action="store_true",
@@ -64,6 +63,7 @@ def _targets_parser(sub) -> argparse.ArgumentParser:
 def run_targets(args: argparse.Namespace) -> int:
     import json
 
+    from pretrain.distributed import cuda_device, from_environ
     from pretrain.targets.extract import ExtractConfig, env_rank, format_summary, parse_shard, run_extraction
     from pretrain.targets.store import merge_index
 
@@ -77,8 +77,9 @@ def run_targets(args: argparse.Namespace) -> int:
     else:
         rank, world = env_rank() or (0, 1)
     device = args.device
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per worker
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    denv = from_environ()
+    if device == "cuda" and denv is not None:  # torchrun or srun: one GPU per worker
+        device = cuda_device(denv.local_rank)
     cfg = ExtractConfig(
         audio=args.audio,
         out=args.out,
@@ -111,17 +112,22 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``care-pretrain`` parser (``export`` parses its own arguments, see ``main``)."""
+    parser = argparse.ArgumentParser(prog="care-pretrain", description="CARE pre-training tools (SPEC §3)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _targets_parser(sub)
+    _export_parser(sub)
+    return parser
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "export":
         # pretrain.export owns its own argument parser (and --help)
         export = importlib.import_module("pretrain.export")
         return int(export.main(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="care-pretrain", description="CARE pre-training tools (SPEC §3)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _targets_parser(sub)
-    _export_parser(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from pretrain.targets.transcripts import TeacherUnavailableError
 
     try:
