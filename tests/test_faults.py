@@ -363,13 +363,17 @@ def test_targets_skip_bad_audio_by_the_one_usable_audio_rule(tmp_path):
     built = {"silent": faults.silent_wav(audio / "silent.wav", seconds=0.3),
              "short": faults.one_sample_wav(audio / "short.wav"),
              "cut": faults.truncated_wav(audio / "cut.wav"),
-             "junk": faults.garbage_file(audio / "junk.wav")}
+             "junk": faults.garbage_file(audio / "junk.wav"),
+             "gone": faults.dangling_symlink(audio / "gone.wav"),
+             "loop": faults.symlink_loop(audio / "loop.wav")}
+    faults.upper_case_copy(audio / "loud.wav")  # loud.WAV: good audio
     summary = _targets_run(audio, tmp_path / "cache")
-    assert summary["stored"] == 1
+    assert summary["stored"] == 2 and summary["files"] == 2 + len(built)  # every file found is accounted for
     with open(tmp_path / "cache" / "skipped.csv", newline="") as f:
         rows = {r["id"]: (r["reason"], r["detail"]) for r in csv.DictReader(f)}
     assert {k: v[0] for k, v in rows.items()} == {"silent": "silent", "short": "too_short", "cut": "truncated",
-                                                 "junk": "unreadable"}
+                                                 "junk": "unreadable", "gone": "unreadable", "loop": "unreadable"}
+    assert TargetStore(tmp_path / "cache").ids == ["loud", "ok"]
     # the same words `care-superb prepare` lists: both commands apply care_core.audio.check_usable
     for name in ("silent", "short"):
         with pytest.raises(AudioError) as err:

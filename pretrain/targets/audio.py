@@ -72,20 +72,23 @@ def list_audio(source: Path | str) -> List[Tuple[str, str]]:
     """``(id, absolute path)`` pairs sorted by id, from a folder (recursive) or a list file (one path a line).
 
     Ids are paths relative to the folder (or to the list's common parent) without the suffix, so
-    they stay unique across speaker sub-folders and are the same on every worker.
+    they stay unique across speaker sub-folders and are the same on every worker. Suffixes match in
+    any case (``.WAV``), and a symbolic link is listed even when broken: its decoding then fails and
+    it is skipped with its reason, never silently dropped. Names that are not valid UTF-8 are kept as
+    Python gives them (surrogate escapes) and written back as the same bytes.
     """
     source = Path(source)
     if source.is_dir():
         paths = [
             p for p in sorted(source.rglob("*"))
-            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            if (p.is_symlink() or p.is_file()) and p.suffix.lower() in AUDIO_SUFFIXES
             and not any(part.startswith(".") for part in p.relative_to(source).parts)
         ]
         root = Path(os.path.abspath(source))
         paths = [Path(os.path.abspath(p)) for p in paths]
     elif source.is_file():
         paths = []
-        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(source.read_text(encoding="utf-8", errors="surrogateescape").splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
