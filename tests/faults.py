@@ -153,3 +153,14 @@ def swap_safetensors_metadata_items(path: Path, field: str, i: int = 0, j: int =
     metadata[field] = json.dumps(items)
     save_file(load_file(str(path)), str(path), metadata=metadata)
     return path
+
+
+def zero_rate_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A WAV whose header says 0 samples per second (and 0 bytes per second): a broken writer's output."""
+    import struct
+
+    good_wav(path, seconds)
+    data = bytearray(path.read_bytes())
+    data[24:32] = struct.pack("<II", 0, 0)
+    path.write_bytes(bytes(data))
+    return path

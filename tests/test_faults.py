@@ -466,3 +466,102 @@ def test_sweep_bad_input_is_one_sentence_and_not_rerun(tmp_path, capsys, argv, e
     assert "rerun the same command" not in capsys.readouterr().err + msg
 
 # ------------------------------------------------------------------ care-superb predict / extract
+from care_superb import extract as extract_mod  # noqa: E402
+from care_superb import predict as predict_mod  # noqa: E402
+from care_superb.export_classifier import main as export_classifier_main  # noqa: E402
+from fixtures_share import demo_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def share_run(demo_cafe, tmp_path_factory):
+    return demo_run(demo_cafe, tmp_path_factory, "care")
+
+
+def _predict_fails(argv, capsys):
+    """predict exits 2 with one line naming the problem (no traceback); returns that line."""
+    with pytest.raises(SystemExit) as exit_:
+        predict_mod.main(argv + ["--no-progress"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("care-superb predict: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_predict_run_folder_without_checkpoint_is_a_sentence(share_run, tmp_path, capsys):
+    run = tmp_path / "exp"
+    run.mkdir()
+    shutil.copy(share_run.run / "results.json", run)
+    shutil.copy(share_run.run / "states-2.ckpt", run)
+    wav = faults.good_wav(tmp_path / "a.wav")
+    out = tmp_path / "pred.csv"
+    line = _predict_fails([str(run), str(wav), "--out", str(out)], capsys)
+    assert f"{run}: no checkpoint dev-best.ckpt (it holds states-2.ckpt; pick one with --checkpoint)" in line
+    assert not out.exists()
+    (run / "states-2.ckpt").unlink()
+    assert "train it first" in _predict_fails([str(run), str(wav), "--out", str(out)], capsys)
+
+
+def test_predict_classifier_whose_upstream_weights_are_missing_is_a_sentence(share_run, tmp_path, capsys):
+    care = shutil.copytree(share_run.care, tmp_path / "care_moved")
+    clf = tmp_path / "clf"
+    export_classifier_main([str(share_run.run), "--out", str(clf), "--upstream-ckpt", str(care)])
+    shutil.rmtree(care)
+    out = tmp_path / "pred.csv"
+    line = _predict_fails([str(clf), str(faults.good_wav(tmp_path / "a.wav")), "--out", str(out)], capsys)
+    assert f"needs the upstream weights {care} (-u care), which do not exist here" in line
+    assert "--include-upstream" in line and not out.exists()
+
+
+def test_predict_skips_and_lists_zero_rate_and_empty_files_and_goes_on(share_run, tmp_path):
+    folder = tmp_path / "in"
+    good = [faults.good_wav(folder / "a.wav"), faults.good_wav(folder / "d.wav", seed=3)]
+    zero = faults.zero_rate_wav(folder / "b.wav")
+    empty = faults.empty_file(folder / "c.wav")
+    out = tmp_path / "pred.csv"
+    predict_mod.main([str(share_run.run), str(folder), "--out", str(out), "--no-progress"])
+    with open(out) as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [str(p) for p in good]
+    with open(tmp_path / "pred_skipped.csv") as f:
+        skipped = {r["file"]: r["reason"] for r in csv.DictReader(f)}
+    assert set(skipped) == {str(zero), str(empty)} and all(skipped.values())
+    ext = tmp_path / "emb"
+    extract_mod.main([str(folder), "--upstream", f"care:{share_run.care}", "--out", str(ext), "--no-progress"])
+    assert sorted(p.name for p in ext.glob("*.safetensors")) == ["a.wav.safetensors", "d.wav.safetensors"]
+    with open(ext / "skipped.csv") as f:
+        assert {r["file"] for r in csv.DictReader(f)} == {str(zero), str(empty)}
+
+
+def test_predict_only_bad_files_writes_the_list_and_no_predictions(share_run, tmp_path, capsys):
+    bad = faults.empty_file(tmp_path / "in" / "c.wav")
+    out = tmp_path / "pred.csv"
+    line = _predict_fails([str(share_run.run), str(bad), "--out", str(out)], capsys)
+    assert "no file could be read (1 skipped" in line and not out.exists()
+    assert (tmp_path / "pred_skipped.csv").read_text().startswith("file,reason\n")
+
+
+def test_folder_of_non_audio_files_is_a_sentence(share_run, tmp_path, capsys):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not audio")
+    faults.garbage_file(folder / "blob.bin")
+    out = tmp_path / "pred.csv"
+    line = _predict_fails([str(share_run.run), str(folder), "--out", str(out)], capsys)
+    assert f"{folder}: no audio files in this folder (2 other files" in line and not out.exists()
+    with pytest.raises(SystemExit):
+        extract_mod.main([str(folder), "--upstream", f"care:{share_run.care}", "--out", str(tmp_path / "e"),
+                          "--no-progress"])
+    assert f"care-superb extract: {folder}: no audio files" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_hub_id_not_in_the_offline_cache_is_a_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "pred.csv"
+    line = _predict_fails(["org/not-cached", str(faults.good_wav(tmp_path / "a.wav")), "--out", str(out)], capsys)
+    assert "org/not-cached is not a local path and is not in the Hugging Face cache" in line
+    assert "HF_HUB_OFFLINE=1" in line and not out.exists()
+    with pytest.raises(SystemExit):
+        extract_mod.main([str(tmp_path / "a.wav"), "--upstream", "care:org/not-cached", "--out", str(tmp_path / "e"),
+                          "--no-progress"])
+    assert "org/not-cached is not a local path" in capsys.readouterr().err
