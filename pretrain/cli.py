@@ -30,6 +30,7 @@ def _targets_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--audio", help="audio folder (searched recursively) or a text file with one path per line")
     p.add_argument("--out", required=True, help="cache folder (created; reused to resume)")
     p.add_argument("--transcripts", help="CSV path_or_id,text instead of Whisper")
+    p.add_argument("--transcripts-encoding", default="utf-8", help="text encoding of the --transcripts CSV (e.g. latin-1)")
     w = WhisperSettings()
     p.add_argument("--whisper-model", default=w.model, help="whisper model name or .pt checkpoint")
     p.add_argument("--language", default=w.language, help="spoken language; 'auto' to detect per utterance")
@@ -84,6 +85,7 @@ def run_targets(args: argparse.Namespace) -> int:
         audio=args.audio,
         out=args.out,
         transcripts=args.transcripts,
+        transcripts_encoding=args.transcripts_encoding,
         whisper=WhisperSettings(
             model=args.whisper_model,
             language=None if str(args.language).lower() == "auto" else args.language,

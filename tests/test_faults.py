@@ -289,6 +289,11 @@ def test_targets_latin1_transcripts_is_a_sentence_naming_the_csv(tmp_path, capsy
                str(csv_path), "--acoustic", "egemaps", "--text-encoder", str(tmp_path), "--no-progress"])
     err_text = capsys.readouterr().err
     assert rc == 2 and f"{csv_path}: transcript CSV is not valid utf-8" in err_text and "Traceback" not in err_text
+    rc = main(["targets", "--audio", str(tmp_path / "audio"), "--out", str(tmp_path / "cache"), "--transcripts",
+               str(csv_path), "--transcripts-encoding", "latin-1", "--acoustic", "egemaps", "--text-encoder",
+               str(tmp_path), "--no-progress"])
+    err_text = capsys.readouterr().err  # the CSV is accepted: the next problem is the (deliberately bad) encoder
+    assert rc == 2 and f"{tmp_path}: text encoder folder has no config.json" in err_text
 
 
 @pytest.mark.parametrize("config", [None, "[]", '{"hidden_size": 4}'])
