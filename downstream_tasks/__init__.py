@@ -1,1 +1,1 @@
-"""The paper's emotion, sentiment and depression tasks as s3prl downstream tasks (SPEC §4)."""
+"""The paper's emotion, sentiment and depression tasks as s3prl downstream tasks."""

@@ -1,4 +1,5 @@
-"""The SUPERB-style probe of SPEC §4, shared by the s3prl expert and the sweep's fast path.
+"""The SUPERB-style probe (mean pooling, Linear-ReLU-Linear), shared by the s3prl expert and the
+sweep's fast path.
 
 s3prl's Featurizer already mixes the 13 hidden states with softmax weights; what remains is
 `ProbeHead`: mean over the *valid* frames of each utterance (padding would otherwise dilute short

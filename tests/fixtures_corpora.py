@@ -216,7 +216,7 @@ DAIC_ROWS = ((0.0, 0.4, "Participant", "is it on"), (0.5, 1.0, "Ellie", "hi i'm 
              (1.2, 7.0, "Participant", "fine thanks"), (7.0, 7.4, "Ellie", "mhm"),
              (7.4, 7.45, "Participant", "<sync>"), (7.5, 13.8, "Participant", "i'm from LA"))
 DAIC_SPEECH = ((1.2, 7.0), (7.5, 13.8))
-# Transcripts that run early against their audio (CORPORA.md): written shifted, the parser must undo it.
+# Transcripts that run early against their audio (four real interviews): written shifted, the parser must undo it.
 DAIC_OFFSETS = {318: 34.319917, 321: 3.8379167, 341: 6.1892, 362: 16.8582}
 
 

@@ -1,5 +1,5 @@
 """CaFE, EmoDB and RAVDESS-Song: parsers on full-size trees (every real file name, tiny audio),
-the fold counts of CORPORA.md through `prepare`, and refusal of bad input."""
+the documented fold counts through `prepare`, and refusal of bad input."""
 
 import csv
 import json
@@ -30,7 +30,7 @@ def tone(path: Path, sr: int = 48000) -> None:
 
 
 # ------------------------------------------------------------------------------------- CaFE
-# Folder names as different unzip tools produce them (CORPORA.md): raw CP437 bytes (Info-ZIP),
+# Folder names as different unzip tools produce them: raw CP437 bytes (Info-ZIP),
 # cp1252 mojibake (EmoBox's lists). Labels must come from the file name, so these never matter.
 CP437 = {"C": os.fsdecode(b"Col\x8are"), "D": os.fsdecode(b"D\x82go\x96t")}
 CP1252 = {"C": "ColŠre", "D": "D‚go–t"}

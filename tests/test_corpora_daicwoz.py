@@ -196,8 +196,13 @@ def test_prepare_keeps_every_segment_as_a_10s_manifest_row(tmp_path):
     make_daicwoz(tmp_path / "raw", n_train=4, n_train_dep=1, n_dev=3, n_dev_dep=1)
     summary = prepare_task("depression_daicwoz", tmp_path / "raw", tmp_path / "out", progress=False, verbose=False)
     per_run_train, per_run_dev = 100 + 3 * 39, 100 + 2 * 39
-    runs = summary["n_utterances"] // (per_run_train + per_run_dev)
-    assert runs >= 1 and summary["n_utterances"] == runs * (per_run_train + per_run_dev)
+    # five draws, one per fold: the sweep's i-th seed runs fold i+1, so every seed redraws the segments
+    assert summary["n_utterances"] == 5 * (per_run_train + per_run_dev)
     manifest = read_manifest(tmp_path / "out")
     assert all(r.duration == pytest.approx(10.0) for r in manifest.rows)
-    assert Counter(r.folds["fold1"] for r in manifest.rows)["train"] == per_run_train
+    drawn = []
+    for fold in manifest.fold_names:
+        used = [r for r in manifest.rows if r.folds[fold] != "-"]
+        assert Counter(r.folds[fold] for r in used) == {"train": per_run_train, "dev": per_run_dev}
+        drawn.append({(r.speaker, tuple(r.segments[0])) for r in used})
+    assert all(drawn[0] != other for other in drawn[1:])

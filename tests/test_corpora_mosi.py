@@ -5,7 +5,7 @@ import pytest
 from downstream_tasks import protocol
 from downstream_tasks.corpora import mosi_folds
 from downstream_tasks.corpora.base import CorpusError, Utterance
-from downstream_tasks.corpora.mosi import mosi_standard, parse_mosi, sentiment_class, split_segment_name
+from downstream_tasks.corpora.mosi import mosi_standard, parse_mosi, sentiment_class
 from fixtures_corpora import make_mosi
 
 
@@ -23,19 +23,6 @@ def test_segments_parse_with_underscored_video_ids(tmp_path):
     assert got["mosi-I5y0__X72p0_12"].label == "positive"  # score 0.0
     assert got["mosi-zhpQhgha_KU_1"].label == "negative"  # score -0.2
     assert got["mosi-_dI--eQ6qVU_2"].extra["video"] == "_dI--eQ6qVU"
-
-
-@pytest.mark.parametrize("stem, expected", [("I5y0__X72p0_12", ("I5y0__X72p0", 12)),
-                                            ("_dI--eQ6qVU_1", ("_dI--eQ6qVU", 1)),
-                                            ("6_0THN4chvY_3", ("6_0THN4chvY", 3))])
-def test_split_segment_name_uses_last_underscore(stem, expected):
-    assert split_segment_name(stem) == expected
-
-
-@pytest.mark.parametrize("bad", ["I5y0__X72p0", "I5y0__X72p0_", "_3", "abc_0", "abc_x"])
-def test_split_segment_name_rejects(bad):
-    with pytest.raises(ValueError):
-        split_segment_name(bad)
 
 
 def test_sentiment_threshold():

@@ -1,6 +1,6 @@
 """CaFE (Canadian French Emotional speech, Gournay et al. 2018, https://zenodo.org/record/1478765).
 
-Layout (CORPORA.md): ``CaFE_48k/Neutre/*.wav`` and ``CaFE_48k/<emotion>/{Faible,Fort}/*.wav``; the
+Layout as distributed: ``CaFE_48k/Neutre/*.wav`` and ``CaFE_48k/<emotion>/{Faible,Fort}/*.wav``; the
 192 kHz release is split over ``CaFE_192k_1/`` and ``CaFE_192k_2/`` with the same tree. Folder names
 arrive in whatever encoding the unzip tool produced (``Colère``, ``Col\\x8are``, ``ColŠre``), so the
 label comes from the file name's letter and folder names are never read.

@@ -5,7 +5,7 @@ interviews"; AVEC 2017 depression sub-challenge splits), https://dcapswoz.ict.us
 
 An interview becomes training examples as 10 s windows drawn at random over the participant's speech
 (participant rows of the transcript, concatenated): 100 per depressed interview, 39 per other, so
-train has 30·100 + 77·39 = 6003 and dev 12·100 + 23·39 = 2097 segments (SPEC §4). Windows may
+train has 30·100 + 77·39 = 6003 and dev 12·100 + 23·39 = 2097 segments (the paper's counts). Windows may
 overlap (many interviews have fewer than 100 disjoint ones) and are redrawn per run with
 seed = (run seed, participant id). A segment is an `Utterance` whose `extra["pieces"]` lists the
 (start, end) seconds in the interview wav that make up its 10 s; `downstream_tasks.audio.load_audio(segments=...)` reads them.
@@ -47,7 +47,7 @@ SYNC_MARKERS = frozenset({"<sync>", "<synch>", "[sync]", "[synch]", "[syncing]",
 
 @dataclass(frozen=True)
 class DaicWozConfig:
-    """Segmenting protocol (SPEC §4): window length and windows per interview by class."""
+    """Segmenting protocol (the paper's): window length and windows per interview by class."""
 
     segment_seconds: float = 10.0
     segments_depressed: int = 100

@@ -1,6 +1,6 @@
 """EmoDB (Berlin Database of Emotional Speech, Burkhardt et al. 2005, http://emodb.bilderbar.info).
 
-Layout (CORPORA.md): ``wav/<speaker><text><emotion><version>.wav`` (535 files, 16 kHz) next to
+Layout as distributed: ``wav/<speaker><text><emotion><version>.wav`` (535 files, 16 kHz) next to
 label folders this parser does not need. Emotion letters are German initials.
 """
 

@@ -130,8 +130,8 @@ def parse_iemocap(root: Path | str, *, sessions: Sequence[int] = SESSIONS, stric
 def dev_session(test_session: int) -> int:
     """Held-out validation session for a test session: the next one, cyclically (5 -> 1).
 
-    SPEC §4's val ≈ test ≈ 1102 only decomposes as a whole held-out session; s3prl instead takes a
-    random 20 % of train (speaker-overlapping), which we do not copy.
+    The paper's validation and test sizes (both about 1102) only add up as a whole held-out session;
+    s3prl instead takes a random 20 % of train (speaker-overlapping), which we do not copy.
     """
     return test_session % len(SESSIONS) + 1
 

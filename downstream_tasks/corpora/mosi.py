@@ -26,18 +26,8 @@ SCORE_RANGE = (-3.0, 3.0)
 NEGATIVE_BELOW = 0.0
 
 
-def split_segment_name(stem: str) -> Tuple[str, int]:
-    """`I5y0__X72p0_12` -> (`I5y0__X72p0`, 12): the segment number follows the last underscore."""
-    vid, sep, k = stem.rpartition("_")
-    if not sep or not vid or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"not a MOSI segment name <video>_<k>: {stem!r}")
-    return vid, int(k)
-
-
 def sentiment_class(score: float) -> str:
     return "negative" if score < NEGATIVE_BELOW else "positive"
-
-
 
 
 def _find_one(root: Path, hits: list, what: str) -> Path:

@@ -1,6 +1,6 @@
 """RAVDESS song (Livingstone & Russo 2018, https://zenodo.org/record/1188976).
 
-Layout (CORPORA.md): ``Actor_XX/MM-CC-EE-II-SS-RR-AA.wav`` from ``Audio_Song_Actors_01-24.zip``
+Layout as distributed: ``Actor_XX/MM-CC-EE-II-SS-RR-AA.wav`` from ``Audio_Song_Actors_01-24.zip``
 (possibly under a folder named like the zip). Only song files (channel 02) are this task's; speech
 files (channel 01) found under the same root are ignored so one RAVDESS root can hold both zips.
 """
