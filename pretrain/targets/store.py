@@ -340,11 +340,11 @@ class TargetStore:
             self.complete: bool = bool(index.get("complete", True))
             self._items: Dict[str, Dict[str, Any]] = {it["id"]: it for it in index["items"]}
             self._shard_sha: Dict[str, str] = dict(index["shards"])
-        except (KeyError, TypeError, ValueError) as err:
+            self._shard_ids: Dict[str, List[str]] = {}
+            for it in sorted(self._items.values(), key=lambda i: (i["shard"], i["row"])):
+                self._shard_ids.setdefault(it["shard"], []).append(it["id"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TargetStoreError(f"{index_path}: not a merged target index ({type(err).__name__}: {err})") from None
-        self._shard_ids: Dict[str, List[str]] = {}
-        for it in sorted(self._items.values(), key=lambda i: (i["shard"], i["row"])):
-            self._shard_ids.setdefault(it["shard"], []).append(it["id"])
         self.ids: List[str] = sorted(self._items)
         self.semantic_dim: int = int(self.settings.get("semantic_dim", 0))
         self.acoustic_dim: int = int(self.settings.get("acoustic_dim", 0))
