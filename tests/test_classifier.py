@@ -86,3 +86,22 @@ def test_predict_accepts_waveforms_of_any_length(care_run):
     both = clf.predict([x, x])  # one batch of two: equal up to float rounding of batched kernels
     for q in both:
         assert q.label == p.label and q.probabilities == pytest.approx(p.probabilities, abs=1e-6)
+
+
+def test_egemaps_classifier_folder_reproduces_evaluate(demo_cafe, tmp_path_factory, tmp_path):
+    """An upstream without weights: the folder records `egemaps` and holds the probe alone."""
+    run = demo_run(demo_cafe, tmp_path_factory, "egemaps")
+    out = tmp_path / "clf"
+    export_main([str(run.run), "--out", str(out)])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["upstream"]["hub"] == "egemaps" and cfg["upstream"]["ckpt"] is None
+    assert cfg["featurizer"]["layer_num"] == 1 and cfg["probe"]["input_dim"] == 25
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert all(k.startswith("probe.") for k in f.keys())
+    pred = tmp_path / "pred.csv"
+    predict.main([str(out), "--manifest", str(run.manifest), "--split", "test", "--out", str(pred), "--no-progress"])
+    runner = read_csv(run.run / "test_fold1_predictions.csv")
+    assert [(r["id"], r["pred"]) for r in read_csv(pred)] == [(r["id"], r["pred"]) for r in runner]
+    with pytest.raises(SystemExit):  # nothing to embed: refused, and nothing written
+        export_main([str(run.run), "--out", str(tmp_path / "clf2"), "--include-upstream"])
+    assert not (tmp_path / "clf2").exists()

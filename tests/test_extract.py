@@ -94,3 +94,11 @@ def test_resume_after_a_kill_keeps_finished_files(care_run, audio, tmp_path, mon
     assert {p: p.stat().st_mtime_ns for p in saved} == before
     with pytest.raises(SystemExit):  # other settings on the same folder are refused, not mixed in
         extract.main(argv + ["--layers", "3"])
+
+
+def test_egemaps_has_one_layer_of_25_descriptors(audio, tmp_path):
+    extract.main([str(audio[0]), "--upstream", "egemaps", "--out", str(tmp_path / "e"), "--no-progress"])
+    assert load_file(str(tmp_path / "e" / "x.wav.safetensors"))["embedding"].shape == (1, 25)
+    extract.main([str(audio[0]), "--upstream", "egemaps", "--out", str(tmp_path / "f"), "--layers", "0",
+                  "--pool", "none", "--no-progress"])
+    assert load_file(str(tmp_path / "f" / "x.wav.safetensors"))["embedding"].shape == (round(2.5 * 16000 / 160), 25)
