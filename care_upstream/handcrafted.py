@@ -19,7 +19,9 @@ than one 60 ms window are zero-padded to it, because openSMILE fills NaN below t
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -32,6 +34,7 @@ from care_core.constants import SAMPLE_RATE
 HOP = 160  # openSMILE's 10 ms frame step at 16 kHz: the downsample rate s3prl sees
 FRAME_OFFSET = 2  # openSMILE frame j is centred near output frame j + 2.5 (see module docstring)
 MIN_SAMPLES = 960  # 60 ms, openSMILE's longest LLD window: shorter input yields NaN frames
+CACHE_BYTES = 1 << 30  # features kept per expert (least recently used dropped): ~1 GiB holds IEMOCAP's eGeMAPS
 OPENSMILE_HELP = "pip install opensmile==2.6.0 (a dependency of care-superb; reinstall with `pip install -e .`)"
 
 
@@ -111,14 +114,17 @@ class HandcraftedExpert(UpstreamBase):
     ``padding_exact``: every utterance is computed alone and its frames are followed by zeros, so a
     padded batch gives each utterance exactly its solo frames (contract shared with the sweep).
     ``scale``: standardise with the fixed constants (default) or return raw LLDs.
+    ``cache_bytes``: s3prl's runner re-extracts every utterance at every step, and openSMILE costs
+    about 25 ms per second of audio, so the raw frames of each waveform seen are kept (keyed by a
+    hash of its samples, so a different crop is a different entry) up to this many bytes.
     ``ckpt`` and ``model_config`` are accepted because s3prl's runner always passes them (None
     without ``-k``); there are no weights, so a checkpoint given with ``-k`` is refused, not ignored.
     """
 
     padding_exact = True
 
-    def __init__(self, feature_set: str, scale: bool = True, ckpt: Optional[str] = None,
-                 model_config: Optional[str] = None, **kwargs) -> None:
+    def __init__(self, feature_set: str, scale: bool = True, cache_bytes: int = CACHE_BYTES,
+                 ckpt: Optional[str] = None, model_config: Optional[str] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if feature_set not in FEATURE_SETS:
             raise ValueError(f"unknown openSMILE feature set {feature_set!r}; expected one of {sorted(FEATURE_SETS)}")
@@ -134,6 +140,9 @@ class HandcraftedExpert(UpstreamBase):
         mean, std = load_scale(self.feature_set, names) if scale else (np.zeros(len(names)), np.ones(len(names)))
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
+        self._cached = 0
 
     def get_downsample_rates(self, key: str) -> int:
         return HOP
@@ -142,8 +151,21 @@ class HandcraftedExpert(UpstreamBase):
         """(frame_count(len(wav)), dim) features of one utterance, scaled if the expert scales."""
         if wav.dim() != 1:
             raise ValueError(f"expected a 1-D waveform per utterance, got shape {tuple(wav.shape)}")
-        frames = torch.from_numpy(lld_frames(self.smile, wav.detach().cpu().float().numpy()))
-        return (frames - self.mean.cpu()) / self.std.cpu()
+        return (torch.from_numpy(self._raw(wav.detach().cpu().float().numpy())) - self.mean.cpu()) / self.std.cpu()
+
+    def _raw(self, wav: np.ndarray) -> np.ndarray:
+        key = hashlib.blake2b(np.ascontiguousarray(wav).tobytes(), digest_size=16).digest()
+        frames = self._cache.get(key)
+        if frames is not None:
+            self._cache.move_to_end(key)
+            return frames
+        frames = lld_frames(self.smile, wav)
+        if frames.nbytes <= self.cache_bytes:
+            self._cache[key] = frames
+            self._cached += frames.nbytes
+            while self._cached > self.cache_bytes:
+                self._cached -= self._cache.popitem(last=False)[1].nbytes
+        return frames
 
     def forward(self, wavs: List[torch.Tensor]) -> Dict[str, object]:
         if not wavs:

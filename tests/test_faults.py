@@ -202,6 +202,64 @@ def test_care_from_pretrained_names_a_bad_config_json(tmp_path, content, why):
     assert "\n" not in msg
 
 
+@pytest.fixture()
+def launcher_main(tmp_path):
+    """`run_downstream.py` in-process (s3prl is imported once per test session); the hub entries
+    the launcher wraps are restored afterwards."""
+    from care_superb import launcher
+    from care_superb.s3prl_registry import register
+
+    def run(*args):
+        with pytest.raises(SystemExit) as stop:
+            launcher.main(["-m", "train", "-d", "emotion_cafe", "-p", str(tmp_path / "exp"), *args])
+        return stop.value.code
+
+    yield run
+    register()
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty"])
+def test_run_downstream_names_a_damaged_safetensors_in_one_sentence(tmp_path, capsys, launcher_main, how):
+    folder = _tiny_care_folder(tmp_path / "care")
+    weights = faults.corrupt_safetensors(folder / "model.safetensors", how)
+    assert launcher_main("-u", "care", "-k", str(folder)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"run_downstream.py: -u care: {weights}: not a readable safetensors file"), err
+
+
+def test_run_downstream_names_a_config_json_list(tmp_path, capsys, launcher_main):
+    folder = _tiny_care_folder(tmp_path / "care")
+    (folder / "config.json").write_text("[1, 2]")
+    assert launcher_main("-u", "care_acoustic", "-k", str(folder / "model.safetensors")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"run_downstream.py: -u care_acoustic: {folder / 'config.json'}: not a CARE config.json"), err
+
+
+def test_run_downstream_unknown_upstream_lists_close_names(tmp_path, capsys, launcher_main):
+    assert launcher_main("-u", "egemap") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "-u 'egemap' is not an upstream" in err and "close names: egemaps" in err, err
+    assert launcher_main("-u", "carre") == 2
+    assert "close names: care" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()  # stopped before s3prl made the experiment folder
+
+
+def test_run_downstream_bad_weights_exit_without_traceback(tmp_path):
+    """The real command line: exit status 2, one line on stderr after the runner's own log lines."""
+    import subprocess
+    import sys
+
+    folder = _tiny_care_folder(tmp_path / "care")
+    weights = faults.corrupt_safetensors(folder / "model.safetensors", "garbage")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "run_downstream.py", "-m", "train", "-u", "care", "-k", str(folder),
+                          "-d", "emotion_cafe", "-p", str(tmp_path / "exp")], cwd=root, capture_output=True,
+                         text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"run_downstream.py: -u care: {weights}: not a readable")
+
+
 # ------------------------------------------------------------------ care-superb register-s3prl
 
 # ------------------------------------------------------------------ care-pretrain targets
