@@ -235,3 +235,11 @@ def test_cli_targets_with_pase_plus_end_to_end(model, official_ckpt, tmp_path, c
         got = store.get(utt)["acoustic"]
         assert got.shape == (care_frame_count(len(wav)), 256)
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+    # resuming the cache with another PASE+ checkpoint would mix two teachers: refused before any work
+    other = tmp_path / "other.ckpt"
+    torch.save(_randomised(seed=1).state_dict(), other)
+    rc = main(["targets", "--audio", str(audio), "--out", str(out), "--transcripts", str(tmp_path / "t.csv"),
+               "--text-encoder", "minilm", "--acoustic", "pase+", "--pase-ckpt", str(other),
+               "--pase-config", str(CFG), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "made with other settings (pase_ckpt_sha" in err
