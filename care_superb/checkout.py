@@ -7,14 +7,20 @@ s3prl tree plus a few small files; running the command again changes nothing.
 Written into `<checkout>/s3prl/`:
 - `upstream/care/{__init__.py,hubconf.py}` and one line appended to `hub.py`;
 - `downstream/<task>/{__init__.py,expert.py,config.yaml}` for each task of this project.
+
+The shims only work when the checkout is the s3prl that Python imports. If another copy is imported
+(usually the pip-installed one), the command says so and what to do, and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import List, Optional
+
+import torch
 
 from care_core import atomic
 from care_superb.s3prl_registry import TASKS_DIR, project_tasks
@@ -69,6 +75,31 @@ def register_checkout(checkout: Path, tasks: Optional[List[str]] = None) -> List
     return written
 
 
+def imported_package_dir() -> Path:
+    """The s3prl package folder this Python imports (what `python run_downstream.py` will run)."""
+    import s3prl
+
+    return Path(s3prl.__file__).resolve().parent
+
+
+def import_mismatch(pkg: Path) -> Optional[str]:
+    """None when this Python imports s3prl from `pkg`; else what to do, in one sentence.
+
+    A registered checkout only takes effect when its own package is the s3prl Python imports: its
+    runner does `from s3prl import hub`, which otherwise loads the pip-installed package, where
+    `-u care` does not exist."""
+    imported = imported_package_dir()
+    pkg = Path(pkg).resolve()
+    if imported == pkg:
+        return None
+    return (
+        f"registered into {pkg}, but this Python ({sys.executable}) imports s3prl from {imported}, so "
+        f"`python run_downstream.py -u care` in {pkg} would not find the CARE upstreams: make the checkout the "
+        f"s3prl Python imports (`pip install -e {pkg.parent}`), or register into the installed package instead "
+        f"(`care-superb register-s3prl {imported}`)"
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="care-superb register-s3prl",
@@ -81,5 +112,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     written = register_checkout(args.checkout, args.tasks)
     pkg = find_package_dir(args.checkout)
+    mismatch = import_mismatch(pkg)
+    if mismatch:
+        print(f"care-superb register-s3prl: {mismatch}", file=sys.stderr)
+        raise SystemExit(1)
     print(f"registered CARE and {len(args.tasks or project_tasks())} tasks in {pkg} ({len(written)} files written)")
-    print(f"next: cd {pkg} && python run_downstream.py -m train -u care -k <ckpt> -d emotion_cafe -n exp1")
+    device = "" if torch.cuda.is_available() else " --device cpu"  # s3prl's runner defaults to cuda
+    print(f"next: cd {pkg} && python run_downstream.py -m train -u care -k <ckpt> -d emotion_cafe -n exp1{device}")

@@ -262,6 +262,25 @@ def test_run_downstream_bad_weights_exit_without_traceback(tmp_path):
 
 # ------------------------------------------------------------------ care-superb register-s3prl
 
+
+def test_register_s3prl_into_a_tree_python_does_not_import_says_what_to_do(tmp_path, capsys):
+    """A source tree that is not the s3prl Python imports (the pip-installed one is): its runner would
+    fail with `module 's3prl.hub' has no attribute 'care'`, so registration must not report success."""
+    from care_superb import checkout
+
+    repo = tmp_path / "s3prl-src"
+    (repo / "s3prl" / "downstream").mkdir(parents=True)
+    (repo / "s3prl" / "hub.py").write_text("from s3prl.upstream.wavlm.hubconf import *\n")
+    with pytest.raises(SystemExit) as stop:
+        checkout.main([str(repo), "--tasks", "emotion_cafe"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "registered into" in err
+    assert f"imports s3prl from {checkout.imported_package_dir()}" in err
+    assert f"pip install -e {repo}" in err and f"care-superb register-s3prl {checkout.imported_package_dir()}" in err
+    assert checkout.HUB_LINE in (repo / "s3prl" / "hub.py").read_text()  # shims ready for after pip install -e
+
+
 # ------------------------------------------------------------------ care-pretrain targets
 
 import shutil  # noqa: E402

@@ -45,19 +45,29 @@ def test_s3prl_import_path_resolves_to_the_shared_expert():
     assert stock.DownstreamExpert is not DownstreamExpert
 
 
-def test_launcher_fills_config_for_project_and_stock_tasks(monkeypatch):
+@pytest.fixture()
+def fake_s3prl_tree(tmp_path, monkeypatch):
+    """`s3prl.__file__` pointed at a tree where the stock task `emotion` ships its config.yaml (a
+    source checkout) and `asr` does not (the PyPI wheel ships no task configs)."""
+    import s3prl
+
+    pkg = tmp_path / "tree" / "s3prl"
+    (pkg / "downstream" / "emotion").mkdir(parents=True)
+    (pkg / "downstream" / "emotion" / "config.yaml").write_text("runner: {}\n")
+    (pkg / "downstream" / "asr").mkdir(parents=True)
+    monkeypatch.setattr(s3prl, "__file__", str(pkg / "__init__.py"))
+    return pkg
+
+
+def test_launcher_fills_config_for_project_and_stock_tasks(monkeypatch, fake_s3prl_tree):
     monkeypatch.setattr(launcher.torch.cuda, "is_available", lambda: False)
     ours = launcher.complete_args(["-m", "train", "-u", "care", "-d", "emotion_cafe", "-n", "x"])
     assert ours[ours.index("-c") + 1] == str(TASKS_DIR / "emotion_cafe" / "config.yaml")
     assert ours[-2:] == ["--device", "cpu"]
-    # The PyPI s3prl ships no task configs: a stock task keeps s3prl's own default (-c from the user).
-    stock_argv = ["-m", "train", "-d", "emotion", "-n", "x"]
-    stock = launcher.complete_args(stock_argv)
-    expected = launcher.default_config("emotion")
-    if expected is None:
-        assert "-c" not in stock
-    else:
-        assert stock[stock.index("-c") + 1] == str(expected)
+    stock = launcher.complete_args(["-m", "train", "-d", "emotion", "-n", "x"])
+    assert stock[stock.index("-c") + 1] == str(fake_s3prl_tree / "downstream" / "emotion" / "config.yaml")
+    # no config.yaml shipped: s3prl's own default stays (the user passes -c)
+    assert "-c" not in launcher.complete_args(["-m", "train", "-d", "asr", "-n", "x"])
 
 
 def test_launcher_leaves_explicit_flags_alone(monkeypatch):
@@ -99,7 +109,7 @@ def test_registered_checkout_imports_care_from_its_own_hub(s3prl_checkout):
     code = (
         "import s3prl, importlib; from s3prl import hub; "
         "assert s3prl.__file__.startswith(%r), s3prl.__file__; "
-        "print(callable(hub.care), callable(hub.wavlm_local), "
+        "print(callable(hub.care), callable(hub.egemaps), callable(hub.wavlm_local), "
         "importlib.import_module('s3prl.downstream.emotion_cafe.expert').DownstreamExpert.__module__)"
     ) % str(s3prl_checkout)
     out = subprocess.run(
@@ -107,7 +117,21 @@ def test_registered_checkout_imports_care_from_its_own_hub(s3prl_checkout):
         env={**__import__("os").environ, "PYTHONPATH": str(s3prl_checkout)}, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["True", "True", "downstream_tasks.expert"]
+    assert out.stdout.split() == ["True", "True", "True", "downstream_tasks.expert"]
+
+
+def test_register_into_the_imported_tree_reports_success_with_device_hint(s3prl_checkout, capsys, monkeypatch):
+    import s3prl
+
+    from care_superb import checkout
+
+    pkg = s3prl_checkout / "s3prl"
+    monkeypatch.setattr(s3prl, "__file__", str(pkg / "__init__.py"))  # as after `pip install -e <checkout>`
+    monkeypatch.setattr(checkout.torch.cuda, "is_available", lambda: False)
+    checkout.main([str(s3prl_checkout), "--tasks", "emotion_cafe"])
+    out = capsys.readouterr().out
+    assert f"registered CARE and 1 tasks in {pkg}" in out
+    assert out.strip().endswith("-n exp1 --device cpu")
 
 
 def test_not_a_checkout_is_refused(tmp_path):
