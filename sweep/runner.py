@@ -780,9 +780,10 @@ def run_sweep(cfg: SweepConfig) -> Dict[str, Any]:
          f"upstreams); {n_done} already finished, {len(plan.todo)} to run on {cfg.jobs} worker(s), devices "
          f"{plan.devices}; path: {plan.path}")
     refused: Dict[str, str] = {}
+    _write_plan(plan, refused)  # before anything long runs: the table can tell what was asked for
     if plan.path == "fast" and plan.todo:
         refused = guard_degenerate(plan, extract_features(plan, cfg), cfg)
-    _write_plan(plan, refused)
+        _write_plan(plan, refused)
     results = run_cells(plan, cfg)
     failed = [f"{r.name}: {r.error}" for r in results if r.status != "done"]
     config_failed = [r for r in results if r.status != "done" and r.error_kind == "config"]

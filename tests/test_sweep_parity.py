@@ -71,6 +71,8 @@ def test_fast_equals_stock(demo_cafe, tmp_path):
         assert f["metrics"]["test"][k] == s["metrics"]["test"][k]
     assert f["metrics"]["test"]["loss"] == pytest.approx(s["metrics"]["test"]["loss"], abs=1e-5)
     assert f["best_step"] == s["best_step"]
+    # the reference block (chance, train-majority class) comes from the same expert on both paths
+    assert f["reference"] == s["reference"] and f["reference"]["chance_uar"] == pytest.approx(1 / 7)
     # learned layer weights (stock: from dev-best.ckpt) agree to float precision
     assert f["layer_weights"] == pytest.approx(s["layer_weights"], abs=1e-6)
     assert max(s["layer_weights"]) > min(s["layer_weights"])  # they did move away from uniform

@@ -96,17 +96,17 @@ def test_kill_resume_corrupt_shard_and_bad_file(demo_cafe_copy, tmp_path, capsys
 def test_parallel_jobs_give_the_same_cells_as_one_job(demo_cafe, tmp_path):
     corpus = demo_cafe
     """--jobs 2 (two CPU workers) must not change any cell: same seeds, same data order, same metrics."""
-    common = dict(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=2, folds=["fold1", "fold2"],
+    common = dict(tasks=["emotion_cafe"], upstreams=[f"care:{corpus / 'tiny_care'}"], seeds=1, folds=["fold1", "fold2"],
                   data=str(corpus / "data"), cache=str(tmp_path / "cache"), devices=["cpu"], overrides=STEPS,
                   plots=False, table=False)
     one = run_sweep(SweepConfig(out=str(tmp_path / "one"), jobs=1, **common))
     two = run_sweep(SweepConfig(out=str(tmp_path / "two"), jobs=2, **common))
-    assert one["ran"] == two["ran"] == 4 and not one["failed"] and not two["failed"]
+    assert one["ran"] == two["ran"] == 2 and not one["failed"] and not two["failed"]
     a = {p.relative_to(tmp_path / "one"): json.loads(p.read_text())
          for p in (tmp_path / "one").glob("*/*/*/seed*/results.json")}
     b = {p.relative_to(tmp_path / "two"): json.loads(p.read_text())
          for p in (tmp_path / "two").glob("*/*/*/seed*/results.json")}
-    assert a.keys() == b.keys() and len(a) == 4
+    assert a.keys() == b.keys() and len(a) == 2
     for key in a:
         assert a[key]["metrics"] == b[key]["metrics"], key
 
@@ -152,3 +152,15 @@ def test_fbank_is_refused_as_degenerate(demo_cafe, tmp_path, capsys):
     [cell] = _cells(tmp_path / "runs").values()
     assert cell["degenerate"]["spread_ratio"] < 1e-6
     assert "FBANK ‡ WF1" in (tmp_path / "runs" / "table.md").read_text()
+
+
+def test_daicwoz_seeds_redraw_the_segments():
+    """DAIC-WOZ's folds are draws of the random 10 s segments: seed i runs on draw i, so --seeds N
+    gives N different draws (not N seeds on one draw)."""
+    from downstream_tasks.protocol import get_task
+    from sweep.cells import UpstreamSpec, expand_cells
+
+    spec = get_task("depression_daicwoz")
+    runs = {"depression_daicwoz": spec.runs_of(spec.fold_names, [0, 1, 2])}
+    cells = expand_cells(["depression_daicwoz"], runs, [UpstreamSpec(hub="fbank", key="fbank")])
+    assert [(c.fold, c.seed) for c in cells] == [("fold1", 0), ("fold2", 1), ("fold3", 2)]
