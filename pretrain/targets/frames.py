@@ -12,6 +12,8 @@ from functools import lru_cache
 
 from care_core.constants import SAMPLE_RATE  # noqa: F401 (re-exported for the target writers)
 
+__all__ = ["SAMPLE_RATE", "care_frame_count", "care_hop", "care_min_samples"]
+
 
 @lru_cache(maxsize=1)
 def _care_config():

@@ -231,15 +231,21 @@ class QRNNLayer(nn.Module):
 
 
 class QRNN(nn.Module):
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, window: int = 2):
+    """Stacked `QRNNLayer`s, with dropout between layers while training (torchqrnn's ``QRNN``)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, window: int = 2,
+                 dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout
         self.layers = nn.ModuleList(
             [QRNNLayer(input_size if i == 0 else hidden_size, hidden_size, window) for i in range(num_layers)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x = layer(x)
+            if self.dropout and i < len(self.layers) - 1:
+                x = F.dropout(x, p=self.dropout, training=self.training)
         return x
 
 
@@ -266,8 +272,8 @@ class PasePlusEncoder(nn.Module):
         if cfg.rnn_pool:
             rnn_dim = cfg.rnn_dim or cfg.emb_dim
             # WaveFe asks for a bidirectional rnn of rnn_dim // 2; the QRNN ignores the flag and doubles it
-            self.rnn = QRNN(ninp, 2 * (rnn_dim // 2), cfg.rnn_layers)
-            self.W = nn.Conv1d(2 * (rnn_dim // 2), cfg.emb_dim, 1)
+            self.rnn = QRNN(ninp, 2 * (rnn_dim // 2), cfg.rnn_layers, dropout=cfg.rnn_dropout)
+            self.W = nn.Conv1d(rnn_dim, cfg.emb_dim, 1)
         else:
             self.W = nn.Conv1d(ninp, cfg.emb_dim, 1)
         if cfg.norm_out:
