@@ -110,7 +110,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("checkout", type=Path, help="s3prl repository root (or its s3prl/ package folder)")
     parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all)")
     args = parser.parse_args(argv)
-    written = register_checkout(args.checkout, args.tasks)
+    try:
+        written = register_checkout(args.checkout, args.tasks)
+    except FileNotFoundError as e:  # not a checkout, or an unknown --tasks name: the message names it
+        print(f"care-superb register-s3prl: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     pkg = find_package_dir(args.checkout)
     mismatch = import_mismatch(pkg)
     if mismatch:

@@ -281,6 +281,22 @@ def test_register_s3prl_into_a_tree_python_does_not_import_says_what_to_do(tmp_p
     assert checkout.HUB_LINE in (repo / "s3prl" / "hub.py").read_text()  # shims ready for after pip install -e
 
 
+@pytest.mark.parametrize("case", ["not a checkout", "unknown task"])
+def test_register_s3prl_bad_target_is_one_sentence(tmp_path, capsys, case):
+    from care_superb import checkout
+
+    repo = tmp_path / "s3prl-src"
+    if case == "unknown task":
+        (repo / "s3prl" / "downstream").mkdir(parents=True)
+        (repo / "s3prl" / "hub.py").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        checkout.main([str(repo), "--tasks", "emotion_nope"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("care-superb register-s3prl: ")
+    assert ("not an s3prl checkout" if case == "not a checkout" else "emotion_nope") in err, err
+
+
 # ------------------------------------------------------------------ care-pretrain targets
 
 import shutil  # noqa: E402
