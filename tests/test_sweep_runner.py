@@ -164,3 +164,17 @@ def test_daicwoz_seeds_redraw_the_segments():
     runs = {"depression_daicwoz": spec.runs_of(spec.fold_names, [0, 1, 2])}
     cells = expand_cells(["depression_daicwoz"], runs, [UpstreamSpec(hub="fbank", key="fbank")])
     assert [(c.fold, c.seed) for c in cells] == [("fold1", 0), ("fold2", 1), ("fold3", 2)]
+
+
+def test_a_cell_failing_on_its_config_says_fix_not_rerun(demo_cafe, tmp_path, capsys):
+    """fp16 autocast cannot be replayed on the cache: the cell fails on its configuration, and the
+    sweep says to fix it instead of "rerun the same command" (which would fail the same way)."""
+    summary = run_sweep(SweepConfig(tasks=["emotion_cafe"], upstreams=["fbank"], seeds=1, folds=["fold1"],
+                                    out=str(tmp_path / "runs"), data=str(demo_cafe / "data"), devices=["cpu"],
+                                    overrides=STEPS + ["config.runner.fp16=True"], allow_degenerate=True,
+                                    plots=False, table=False))
+    err = capsys.readouterr().err
+    assert len(summary["failed"]) == 1 and "fp16" in summary["failed"][0]
+    assert "failed on their configuration" in err and "rerun the same command" not in err
+    [cell] = _cells(tmp_path / "runs").values()
+    assert cell["status"] == "failed" and cell["error_kind"] == "config"
