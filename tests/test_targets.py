@@ -492,6 +492,20 @@ def test_two_shard_workers_plus_merge_equal_one_run(reference, corpus, tiny_bert
         assert {r["id"] for r in csv.DictReader(f)} == set(BAD)
 
 
+def test_a_failing_teacher_stops_the_run_naming_the_file(corpus, tiny_bert, tmp_path):
+    from pretrain.targets.extract import TeacherFailedError
+
+    class Broken:
+        dim, min_samples = 3, 0
+
+        def frames_100hz(self, wav):
+            raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(TeacherFailedError, match=r"spk1/a\.wav: the egemaps teacher failed on this file "
+                                                  r"\(RuntimeError: CUDA error: out of memory\)"):
+        run_extraction(_cfg(corpus, tiny_bert, tmp_path / "cache"), acoustic=Broken())
+
+
 def test_torchrun_or_srun_environment_picks_the_worker(monkeypatch):
     from pretrain.targets.extract import env_rank
 

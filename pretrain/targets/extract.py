@@ -52,6 +52,11 @@ from pretrain.targets.transcripts import (
 )
 
 STAGES = ("audio", "transcripts", "text", "acoustic", "write")
+
+
+class TeacherFailedError(RuntimeError):
+    """A teacher raised on one file: not bad input (that is skipped), so the run stops, naming the file."""
+
 SETTINGS_VERSION = 1
 
 
@@ -232,7 +237,11 @@ class Extractor:
         t0 = time.perf_counter()
         for (utt_id, path, wav, text), s in zip(keep, sem):
             n = int(wav.samples.shape[0])
-            raw = self.acoustic.frames_100hz(wav.samples)
+            try:
+                raw = self.acoustic.frames_100hz(wav.samples)
+            except Exception as err:  # a teacher bug or a device error: stop, but say on which file
+                raise TeacherFailedError(f"{path}: the {self.cfg.acoustic.kind} teacher failed on this file "
+                                         f"({type(err).__name__}: {err})") from err
             if raw.shape[0] == 0 or not np.isfinite(raw).all() or not np.isfinite(s).all():
                 skipped.append(SkippedItem(utt_id, path, "nan_target", "teacher output has NaN/inf or no frames"))
                 continue
