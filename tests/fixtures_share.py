@@ -54,7 +54,11 @@ def train_and_evaluate(upstream: str, ckpt, manifest: Path, expdir: Path) -> Non
             "--device", "cpu"]
     if ckpt:
         argv[4:4] = ["-k", str(ckpt)]
-    saved = list(sys.argv)
+    import builtins
+
+    # s3prl's main() replaces builtins.isinstance (a DDP workaround, one more wrapper per call) and
+    # the tensor sharing strategy: both are put back so that later tests run unaffected.
+    saved, isinstance_, sharing = list(sys.argv), builtins.isinstance, torch.multiprocessing.get_sharing_strategy()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -62,6 +66,8 @@ def train_and_evaluate(upstream: str, ckpt, manifest: Path, expdir: Path) -> Non
         launcher.main(["-m", "evaluate", "-e", str(expdir / "dev-best.ckpt"), "--device", "cpu"])
     finally:
         sys.argv = saved
+        builtins.isinstance = isinstance_
+        torch.multiprocessing.set_sharing_strategy(sharing)
         torch.set_num_threads(threads)
 
 

@@ -72,7 +72,7 @@ def test_files_folders_and_list_files_any_rate_and_channels(care_run, tmp_path):
     for w in wavs[:2]:
         (folder / w.name).parent.mkdir(parents=True, exist_ok=True)
         (folder / w.name).write_bytes(w.read_bytes())
-    stereo = faults.stereo_wav(tmp_path / "stereo44k.wav", seconds=1.2, sr=44100)
+    faults.stereo_wav(tmp_path / "stereo44k.wav", seconds=1.2, sr=44100)
     listed = tmp_path / "files.txt"
     listed.write_text(f"{wavs[2]}\n\n# a comment\nstereo44k.wav\n")
     out = tmp_path / "pred.csv"
