@@ -86,7 +86,8 @@ def guard(name: str, build: Callable) -> Callable:
         try:
             return build(*args, **kwargs)
         except LOAD_ERRORS as e:
-            raise UpstreamError(f"-u {name}: {e}") from e
+            message = str(e)
+            raise UpstreamError(message if message.startswith(f"-u {name} ") else f"-u {name}: {message}") from e
 
     return guarded
 

@@ -235,6 +235,16 @@ def test_run_downstream_names_a_config_json_list(tmp_path, capsys, launcher_main
     assert err.startswith(f"run_downstream.py: -u care_acoustic: {folder / 'config.json'}: not a CARE config.json"), err
 
 
+@pytest.mark.parametrize("args, expected", [
+    (("-u", "care", "-k", "no/such/folder.safetensors"), "-u care: CARE checkpoint 'no/such/folder.safetensors' does not exist"),
+    (("-u", "egemaps", "-k", "w.pt"), "-u egemaps computes openSMILE features and has no weights: drop -k w.pt"),
+])
+def test_run_downstream_missing_or_needless_checkpoint_is_one_sentence(capsys, launcher_main, args, expected):
+    assert launcher_main(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"run_downstream.py: {expected}"), err
+
+
 def test_run_downstream_unknown_upstream_lists_close_names(tmp_path, capsys, launcher_main):
     assert launcher_main("-u", "egemap") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
