@@ -251,9 +251,10 @@ def cell_config(cell: Cell, cfg: SweepConfig, path: str) -> Dict[str, Any]:
 
 def degenerate_message(spec: UpstreamSpec, corpus: str, ratio: float) -> str:
     return (f"upstream {spec.label} ({spec.hub}) refused on {corpus}: its pooled features are the same for every "
-            f"utterance (spread across utterances {ratio:.1e} of the spread within one), because it normalises "
-            "each utterance's frames to zero mean and the probe averages frames over time, so the probe could only "
-            "learn the class prior (chance UAR); use an upstream without per-utterance normalisation (e.g. "
+            f"utterance (spread across utterances {ratio:.1e} of the spread within one), as when an upstream "
+            "normalises each utterance's frames to zero mean (s3prl's fbank and mfcc do) and the probe averages "
+            "frames over time: the probe can only learn the class prior (chance UAR); use an upstream without "
+            "per-utterance normalisation (e.g. "
             "egemaps, compare or a learned model), or pass --allow-degenerate to run it anyway (marked in the table)")
 
 
@@ -294,35 +295,14 @@ def parse_upstreams(texts: Sequence[str]) -> List[UpstreamSpec]:
 
 
 def check_care_folder(path: Path) -> None:
-    """A CARE checkpoint the sweep can load: readable safetensors and a config object, said in one
-    sentence naming the file otherwise (the loader's own errors name neither)."""
-    from safetensors import safe_open
+    """Load a CARE checkpoint once before anything runs, with the one CARE loader (config, weights,
+    every key and shape checked): a bad file is one sentence naming it, not a failure per cell."""
+    from care_upstream.model import CARE
 
-    weights = path / "model.safetensors" if path.is_dir() else path
-    if path.is_dir():
-        conf = path / "config.json"
-        try:
-            ok = isinstance(json.loads(conf.read_text()), dict)
-        except FileNotFoundError:
-            raise ConfigError(f"{conf}: missing; a CARE upstream folder holds config.json and model.safetensors") from None
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{conf}: not valid JSON ({e})") from None
-        if not ok:
-            raise ConfigError(f"{conf}: must be a JSON object of CARE settings")
-        if not weights.is_file():
-            raise ConfigError(f"{weights}: missing; a CARE upstream folder holds config.json and model.safetensors")
-    if weights.suffix != ".safetensors":
-        return  # an s3prl {"cfg", "model"} .pt: the loader checks it
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            names = list(f.keys())
-            for name in names:
-                f.get_slice(name)
-    except Exception as e:  # safetensors raises its own error types, without the path
-        raise ConfigError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e}); export the "
-                          "upstream again (care-pretrain export) or point --upstreams at another folder") from None
-    if not names:
-        raise ConfigError(f"{weights}: holds no tensors")
+        CARE.from_pretrained(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def pick_reference(ref: Optional[str], texts: Sequence[str], specs: Sequence[UpstreamSpec]) -> UpstreamSpec:
