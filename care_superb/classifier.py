@@ -327,6 +327,10 @@ class EmotionClassifier(torch.nn.Module):
             raw = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         except ValueError as e:
             raise ClassifierError(f"{folder / CONFIG_NAME}: not valid JSON ({e})") from None
+        if isinstance(raw, dict) and raw.get("format") != FORMAT and (folder / WEIGHTS_NAME).is_file():
+            raise ClassifierError(f"{folder}: an upstream folder (its config.json is not a classifier's), not a "
+                                  f"trained classifier; train a probe on it (run_downstream.py -u care -k {folder}) "
+                                  f"or take its embeddings (care-superb extract --upstream care:{folder})")
         cfg = ClassifierConfig.from_dict(raw, str(folder / CONFIG_NAME))
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():

@@ -673,3 +673,10 @@ def test_hub_id_not_in_the_offline_cache_is_a_sentence(tmp_path, monkeypatch, ca
         extract_mod.main([str(tmp_path / "a.wav"), "--upstream", "care:org/not-cached", "--out", str(tmp_path / "e"),
                           "--no-progress"])
     assert "org/not-cached is not a local path" in capsys.readouterr().err
+
+
+def test_predict_with_an_upstream_folder_says_it_is_not_a_classifier(demo_cafe, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    line = _predict_fails([str(demo_cafe / "tiny_care"), str(faults.good_wav(tmp_path / "a.wav")), "--out", str(out)],
+                          capsys)
+    assert "an upstream folder" in line and "care-superb extract --upstream care:" in line and not out.exists()
