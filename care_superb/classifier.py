@@ -259,7 +259,8 @@ class EmotionClassifier(torch.nn.Module):
         if not ckpt_path.is_file():
             have = sorted(p.name for p in run_dir.glob("*.ckpt")) if run_dir.is_dir() else []
             hint = f"it holds {', '.join(have)}; pick one with --checkpoint" if have else \
-                "train it first (run_downstream.py -m train) or point at the experiment folder that was trained"
+                ("train it first (run_downstream.py -m train) or point at the experiment folder that was trained; "
+                 "a sweep's fast-path cell keeps no checkpoint, its --stock cells do")
             raise ClassifierError(f"{run}: no checkpoint {ckpt_path.name} ({hint})")
         try:
             ckpt = load_checkpoint_safely(ckpt_path)
