@@ -5,6 +5,12 @@ called differs from ``WavLMModel``: WavLM-base normalises its first conv layer w
 over *time*, which in a padded batch would include the padding. Here that norm is computed over
 each utterance's valid samples only, and padded frames are zeroed before the positional conv, so
 each utterance gets what it would get alone.
+
+That first layer (1 input channel, a per-channel norm over time) is also computed folded: the
+conv is linear in the waveform windows, so each channel's mean and variance follow from the
+windows' mean and 10 x 10 covariance, and conv + norm become one matrix product with a per-
+utterance weight and bias. Same result (float64 statistics), a third of the time on CPU, where
+a 1-channel convolution and a 512-group GroupNorm over 50k steps are both slow.
 """
 
 from __future__ import annotations
@@ -50,6 +56,41 @@ def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor) 
     return y.to(dtype)
 
 
+def _per_channel_group_norm(norm) -> bool:
+    return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels and norm.affine
+
+
+def folded_conv_group_norm(wavs: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm,
+                           lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``norm(conv(wavs[:, None]))`` for a 1-channel conv and a per-channel GroupNorm, with the
+    statistics over each utterance's first ``lengths[b]`` output steps (all when None).
+
+    y_c = w_c . u_t (+ bias, which the norm removes), so mean_c = w_c . mean(u) and
+    var_c = w_c' Cov(u) w_c over the windows u_t; the normalised output is then
+    (gamma_c / sd_c) w_c . (u_t - mean(u)) + beta_c: one batched matrix product.
+    """
+    k, s = conv.kernel_size[0], conv.stride[0]
+    windows = wavs.unfold(1, k, s)  # (B, L, k), a view
+    u = windows.double()
+    if lengths is None:
+        mean = u.mean(dim=1)
+        centred = u - mean[:, None]
+        cov = centred.transpose(1, 2) @ centred / u.shape[1]
+    else:
+        valid = frame_mask(lengths, u.shape[1])[..., None].double()
+        count = lengths.double().clamp(min=1)[:, None]
+        mean = (u * valid).sum(dim=1) / count
+        centred = (u - mean[:, None]) * valid
+        cov = centred.transpose(1, 2) @ centred / count[..., None]
+    w = conv.weight[:, 0, :].double()  # (C, k)
+    var = torch.einsum("ck,bkj,cj->bc", w, cov, w)
+    scale = norm.weight.double() / torch.sqrt(var + norm.eps)  # (B, C)
+    weight = w[None] * scale[..., None]  # (B, C, k)
+    bias = norm.bias.double() - (weight @ mean[..., None])[..., 0]  # (B, C)
+    dtype = torch.get_autocast_dtype(wavs.device.type) if torch.is_autocast_enabled(wavs.device.type) else wavs.dtype
+    return torch.baddbmm(bias[..., None].to(dtype), weight.to(dtype), windows.transpose(1, 2).to(dtype))
+
+
 class FrontEnd(nn.Module):
     """Conv feature encoder + feature projection + positional conv + encoder LayerNorm.
 
@@ -70,12 +111,14 @@ class FrontEnd(nn.Module):
         Returns (features (B, T, hidden), frame_lengths (B,) or None).
         """
         x = wavs[:, None, :]
-        for layer in self.conv_layers:
+        for i, layer in enumerate(self.conv_layers):
             conv = layer.conv
             norm = getattr(layer, "layer_norm", None)
             if lengths is not None:
                 lengths = conv_lengths(lengths, conv.kernel_size[0], conv.stride[0])
-            if lengths is not None and isinstance(norm, nn.GroupNorm):
+            if i == 0 and conv.in_channels == 1 and _per_channel_group_norm(norm):
+                x = layer.activation(folded_conv_group_norm(wavs, conv, norm, lengths))
+            elif lengths is not None and isinstance(norm, nn.GroupNorm):
                 x = conv(x)
                 x = masked_group_norm(x, norm, frame_mask(lengths, x.shape[-1]))
                 x = layer.activation(x)
