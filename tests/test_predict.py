@@ -111,3 +111,21 @@ def test_long_file_without_windows_uses_the_runs_crop(care_run, tmp_path, capsys
     assert not skipped and rows[0]["pred"] == rows[1]["pred"]
     assert {k: v for k, v in rows[0].items() if k != "path"} == {k: v for k, v in rows[1].items() if k != "path"}
     assert "only their first 1.0 s were used" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, options", [
+    ("predict", ["--manifest", "--split", "--window", "--hop", "--checkpoint", "--upstream-ckpt"]),
+    ("extract", ["--upstream", "--layers", "--pool", "--single-file", "--format"]),
+    ("export-classifier", ["--out", "--include-upstream"]),
+    ("push", ["repo_id", "--private", "--results", "--dry-run"]),
+])
+def test_every_command_has_help(command, options, capsys):
+    from care_superb import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert f"care-superb {command}" in text and all(o in text for o in options)
+    cli.main(["--help"])
+    assert command in capsys.readouterr().out
