@@ -115,8 +115,8 @@ class HandcraftedExpert(UpstreamBase):
     padded batch gives each utterance exactly its solo frames (contract shared with the sweep).
     ``scale``: standardise with the fixed constants (default) or return raw LLDs.
     ``cache_bytes``: s3prl's runner re-extracts every utterance at every step, and openSMILE costs
-    about 25 ms per second of audio, so the raw frames of each waveform seen are kept (keyed by a
-    hash of its samples, so a different crop is a different entry) up to this many bytes.
+    about 30 ms per second of audio on one core, so the raw frames of each waveform seen are kept
+    (keyed by a hash of its samples, so a different crop is a different entry) up to this many bytes.
     ``ckpt`` and ``model_config`` are accepted because s3prl's runner always passes them (None
     without ``-k``); there are no weights, so a checkpoint given with ``-k`` is refused, not ignored.
     """
