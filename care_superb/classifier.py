@@ -398,7 +398,8 @@ class EmotionClassifier(torch.nn.Module):
         if hasattr(self.featurizer, "weights"):
             state["featurizer.weights"] = self.featurizer.weights.detach()
         trained_upstream = getattr(self, "_upstream_state_saved", False)
-        if include_upstream or trained_upstream:
+        # A classifier loaded with embedded weights keeps them: its recorded upstream path may not exist.
+        if include_upstream or trained_upstream or cfg.upstream.embedded:
             if cfg.upstream.hub not in CARE_HUBS:
                 raise ClassifierError(
                     f"--include-upstream embeds CARE weights; upstream {cfg.upstream.hub!r} is not CARE "

@@ -75,7 +75,10 @@ def test_include_upstream_makes_the_folder_self_contained(care_run, tmp_path):
     shutil.rmtree(care)  # the recorded upstream folder is gone: the embedded weights are used
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["upstream"]["embedded"] and cfg["upstream"]["care_config"]
-    assert EmotionClassifier.from_pretrained(out).predict(wav) == expected
+    loaded = EmotionClassifier.from_pretrained(out)
+    assert loaded.predict(wav) == expected
+    loaded.save_pretrained(tmp_path / "again")  # saving a loaded self-contained classifier keeps it so
+    assert EmotionClassifier.from_pretrained(tmp_path / "again").predict(wav) == expected
 
 
 def test_predict_accepts_waveforms_of_any_length(care_run):
