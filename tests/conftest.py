@@ -49,3 +49,20 @@ def demo_cafe_copy(demo_cafe, tmp_path) -> Path:
 def demo_cafe(tmp_path_factory) -> Path:
     """A read-only demo corpus + tiny CARE for the whole session (see the module docstring)."""
     return make_demo_cafe(tmp_path_factory.mktemp("demo_cafe"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_s3prl_globals():
+    """s3prl's `run_downstream.main()` replaces `builtins.isinstance` (one more wrapper per call) and
+    torch's tensor sharing strategy. Tests that call the runner in-process must not leak that into the
+    tests after them, so both are put back after every test."""
+    import builtins
+    import sys
+
+    isinstance_ = builtins.isinstance
+    torch = sys.modules.get("torch")
+    sharing = torch.multiprocessing.get_sharing_strategy() if torch is not None else None
+    yield
+    builtins.isinstance = isinstance_
+    if torch is not None and sharing is not None:
+        torch.multiprocessing.set_sharing_strategy(sharing)
