@@ -104,7 +104,14 @@ class UpstreamSpec:
         digest = None
         if ckpt_path is not None:
             if not Path(ckpt_path).exists():
-                raise ValueError(f"upstream {text!r}: checkpoint {ckpt_path} does not exist")
+                from care_upstream import hub as hf_hub
+
+                if not hf_hub.is_repo_id(ckpt_path):
+                    raise ValueError(f"upstream {text!r}: checkpoint {ckpt_path} does not exist")
+                try:  # a Hugging Face Hub id (`org/name[@rev]`): its cached snapshot folder
+                    ckpt_path = str(hf_hub.resolve(ckpt_path))
+                except (OSError, ValueError) as e:
+                    raise ValueError(f"upstream {text!r}: {e}") from None
             ckpt_path = str(Path(ckpt_path).resolve())
             digest = sha256_path(ckpt_path) if hash_ckpt else None
         key = hub if digest is None else f"{hub}-{digest[:10]}"

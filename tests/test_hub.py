@@ -131,3 +131,14 @@ def test_push_an_upstream_folder_with_run_metrics(care_run, tmp_path, monkeypatc
     assert sorted(ops) == ["README.md", "config.json", "model.safetensors"]
     card = ops["README.md"].path_or_fileobj.decode()
     assert "-u care -k org/care-tiny" in card and "emotion_cafe" in card and "type: f1" in card
+
+
+def test_sweep_upstream_spec_reads_a_cached_hub_repo(demo_cafe, offline_cache):
+    from sweep.cells import UpstreamSpec
+
+    snap = cache_repo(offline_cache, "org/care-tiny", demo_cafe / "tiny_care")
+    spec = UpstreamSpec.parse("hubcare=care:org/care-tiny")
+    assert Path(spec.ckpt) == snap.resolve() and spec.label == "hubcare"
+    assert spec.key == UpstreamSpec.parse(f"care:{demo_cafe / 'tiny_care'}").key  # same bytes, same cells
+    with pytest.raises(ValueError, match="org/not-cached"):
+        UpstreamSpec.parse("care:org/not-cached")
