@@ -157,12 +157,12 @@ def read_mono(path, sample_rate: int = SAMPLE_RATE, segments: Segments = None) -
     return wav, sr, int(data.shape[1])
 
 
-def check_usable(wav: torch.Tensor, path, min_samples: int = MIN_SAMPLES,
-                 silence_peak: float = SILENCE_PEAK) -> None:
+def check_usable(wav, path, min_samples: int = MIN_SAMPLES, silence_peak: float = SILENCE_PEAK) -> None:
     """The one rule for "is this decoded waveform worth a label or a target": raises `AudioError`
     with reason ``silent`` (peak below `silence_peak`: its normalised features would be noise) or
-    ``too_short`` (fewer than `min_samples` at 16 kHz: no model frame). Used by `care-superb
-    prepare` and `care-pretrain targets` alike."""
+    ``too_short`` (fewer than `min_samples`, 400 at 16 kHz: no model frame). `wav` is a 1-D tensor
+    or array; at another rate, scale `min_samples` to it. Used by `care-superb prepare` and
+    `care-pretrain targets` alike."""
     samples = np.asarray(wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else wav)
     n = int(samples.size)
     # numpy, not torch: on a busy 2-core machine torch's abs().max() took 28 ms per 10 s clip (its
@@ -171,4 +171,4 @@ def check_usable(wav: torch.Tensor, path, min_samples: int = MIN_SAMPLES,
     if peak < silence_peak:
         raise AudioError(path, f"silent (peak |amplitude| {peak:.2e} < {silence_peak:.0e})", "silent")
     if n < min_samples:
-        raise AudioError(path, f"too short ({n} samples at 16 kHz < {min_samples})", "too_short")
+        raise AudioError(path, f"too short ({n} samples < {min_samples}, one model frame)", "too_short")
