@@ -83,6 +83,8 @@ def featurizer_weights(ckpt: dict) -> Optional[List[float]]:
 #: Pooled features whose spread across utterances is below this fraction of their frame-level spread
 #: carry no utterance identity: the probe can learn only the class prior.
 DEGENERATE_RATIO = 1e-4
+#: Training batches checked for it at the start of a run.
+DEGENERATE_CHECK_BATCHES = 20
 
 
 def degenerate_pooling(features: List[torch.Tensor], ratio: float = DEGENERATE_RATIO) -> bool:
@@ -134,7 +136,7 @@ class DownstreamExpert(nn.Module):
         # Saved with the Downstream state, so a resumed run keeps its best dev score.
         self.register_buffer("best_score", torch.full((1,), -math.inf))
         self.upstream_name = kwargs.get("upstream")
-        self._warned_degenerate = False
+        self._degenerate_checks = 0
 
     # ----------------------------------------------------------------------------- setup
     def _check_total_steps(self, runner: Optional[dict]) -> None:
@@ -173,9 +175,12 @@ class DownstreamExpert(nn.Module):
     def forward(self, mode, features, labels, ids, records, **kwargs):
         """`features`: list of (T_i, D) from the Featurizer (already trimmed to true lengths)."""
         device = features[0].device
-        if mode == "train" and not self._warned_degenerate and degenerate_pooling(features):
-            self._warned_degenerate = True
-            print(degenerate_warning(self.upstream_name, len(features)), file=sys.stderr)
+        # A degenerate upstream is degenerate on every batch: looking at the first few is enough.
+        if mode == "train" and self._degenerate_checks < DEGENERATE_CHECK_BATCHES:
+            self._degenerate_checks += 1
+            if degenerate_pooling(features):
+                self._degenerate_checks = DEGENERATE_CHECK_BATCHES  # warn once per run
+                print(degenerate_warning(self.upstream_name, len(features)), file=sys.stderr)
         out = self.probe(list(features))
         if self.spec.kind == "classification":
             target = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)

@@ -274,3 +274,18 @@ def test_end_to_end_through_s3prl_runner(corpus, tmp_path):
     assert len(weights) == 13 and sum(weights) == pytest.approx(1.0)
     for name in ("layer_weights.png", "confusion.png"):
         assert (expdir / name).is_file()
+
+
+def test_s3prl_fbank_is_detected_as_degenerate_and_noise_frames_are_not():
+    """The real cause: s3prl's fbank normalises each utterance, so its time means all vanish."""
+    import s3prl.hub as hub
+
+    from downstream_tasks.expert import degenerate_pooling
+
+    torch.manual_seed(0)
+    wavs = [torch.randn(16000) * s for s in (0.1, 0.5, 1.0)]
+    with torch.no_grad():
+        frames = list(getattr(hub, "fbank")().eval()(wavs)["hidden_states"][-1])
+    assert degenerate_pooling(frames)
+    assert not degenerate_pooling([torch.randn(100, 80) + k for k in range(3)])
+    assert not degenerate_pooling(frames[:1])  # one utterance has nothing to compare with
