@@ -16,8 +16,9 @@ checkpoints -> loop. The run folder gets ``ckpt_last.pt`` (what ``--resume`` con
 Why the loss is normalised by the *global* step counts rather than averaged per micro-batch:
 the acoustic loss is a mean over valid (non-padding) frames, and a mean of per-rank means is not
 the mean over the global batch when ranks hold different amounts of padding. Dividing each
-micro-batch's summed error by the global counts (one scalar all-reduce per step) makes 1 process,
-N processes and gradient accumulation optimise exactly the same objective.
+micro-batch's summed error by the global counts (one two-number all-reduce per step,
+``global_counts``; the division itself is ``objective``) makes 1 process, N processes and gradient
+accumulation optimise exactly the same objective.
 """
 from __future__ import annotations
 
