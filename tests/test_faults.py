@@ -97,6 +97,23 @@ def test_prepare_accounts_for_every_bad_file_by_one_rule(tmp_path):
     assert summary["n_skipped"] == len(skipped) == 5
 
 
+def test_prepare_finds_labelled_audio_with_an_upper_case_extension_and_names_broken_links(tmp_path):
+    """Corpora whose label files name the audio (MOSI here; IEMOCAP, DAIC-WOZ, MELD alike)."""
+    from fixtures_corpora import make_mosi
+
+    truth = make_mosi(tmp_path / "raw")
+    seg = tmp_path / "raw" / "Raw" / "Audio" / "WAV_16000" / "Segmented"
+    (seg / "6_0THN4chvY_1.wav").rename(seg / "6_0THN4chvY_1.WAV")
+    (seg / "tmZoasNr4rU_1.wav").unlink()
+    faults.dangling_symlink(seg / "tmZoasNr4rU_1.wav")
+    out = tmp_path / "out"
+    summary = prepare_mod.prepare_task("sentiment_mosi", tmp_path / "raw", out, progress=False, verbose=False)
+    ids = {r.id for r in read_manifest(out).rows}
+    assert "mosi-6_0THN4chvY_1" in ids and "mosi-tmZoasNr4rU_1" not in ids
+    assert "dangling symbolic link" in skipped_rows(out)["tmZoasNr4rU_1.wav"]
+    assert summary["n_utterances"] + summary["n_skipped"] == len(truth)
+
+
 def test_prepare_cache_keys_on_content_not_size_and_mtime(tmp_path):
     root = emodb_tree(tmp_path / "raw")
     out = tmp_path / "out"

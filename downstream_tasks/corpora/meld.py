@@ -23,7 +23,7 @@ import soundfile as sf
 from care_core import atomic
 from care_core.audio import SAMPLE_RATE, AudioError, read_mono
 from downstream_tasks.protocol import register_fold_rule
-from .base import CorpusError, Utterance, iter_files, report, visible
+from .base import CorpusError, Utterance, find_audio, iter_files, report, visible
 
 CORPUS = "meld"
 SPLITS = ("train", "dev", "test")
@@ -131,10 +131,12 @@ def parse_meld(root: Path | str, *, splits: Sequence[str] = SPLITS, strict: bool
                 report(CorpusError(clip, f"{split} {name}: {KNOWN_BAD[(split, name)]}; skipped"),
                         strict=False, skipped=skipped)
                 continue
-            if not clip.is_file():
+            found = find_audio(clip)  # dia0_utt0.MP4 too; a broken link is named by the decoder
+            if found is None:
                 report(CorpusError(clip, f"clip missing for {split} {name} ({csv_path.name} {where}); "
                                           "skipped"), strict, skipped)
                 continue
+            clip = found
             out.append(Utterance(
                 id=f"{CORPUS}-{split}-{name}", path=clip, speaker=row["Speaker"].strip(), label=emotion,
                 corpus=CORPUS,
