@@ -114,12 +114,23 @@ def _export_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _diagnose_parser(sub) -> argparse.ArgumentParser:
+    from pretrain.diagnose import add_arguments, main_args
+
+    p = sub.add_parser("diagnose", help="ridge R² per layer from a CARE model's states to the teacher targets "
+                                        "(pretrain.diagnose)")
+    add_arguments(p)
+    p.set_defaults(func=main_args)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``care-pretrain`` parser (``export`` parses its own arguments, see ``main``)."""
     parser = argparse.ArgumentParser(prog="care-pretrain", description="CARE pre-training tools (SPEC §3)")
     sub = parser.add_subparsers(dest="command", required=True)
     _targets_parser(sub)
     _export_parser(sub)
+    _diagnose_parser(sub)
     return parser
 
 
