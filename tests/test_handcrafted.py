@@ -136,14 +136,14 @@ def test_hub_names_resolve_after_registration():
 def test_egemaps_through_the_stock_runner_learns_the_demo_emotions(tmp_path):
     """`run_downstream.py -m train -u egemaps` then `-m evaluate`: UAR well above chance (1/7) on the
     demo corpus, whose prosody depends on the emotion. A real feature extractor, the stock probe and
-    its stock optimiser (AdamW 1e-4), 60 steps."""
+    its stock optimiser (AdamW 1e-4), 100 steps (test UAR 0.46 when written)."""
     from fixtures_corpora import prepare_demo_cafe
 
     manifest = prepare_demo_cafe(tmp_path / "raw", tmp_path / "manifest", seed=0)
     expdir = tmp_path / "exp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     overrides = ",,".join([
-        "config.runner.total_steps=60", "config.runner.eval_step=20", "config.runner.save_step=20",
+        "config.runner.total_steps=100", "config.runner.eval_step=25", "config.runner.save_step=25",
         "config.downstream_expert.datarc.num_workers=0", "config.downstream_expert.datarc.batch_size=16",
         f"config.downstream_expert.datarc.manifest_dir='{manifest}'",
     ])
