@@ -1,4 +1,4 @@
-"""Semantic encoder: frozen text-transformer layers wrapped in time adapters (SPEC §1).
+"""Semantic encoder: frozen text-transformer layers wrapped in time adapters (paper §II, Fig. 1).
 
 Before each text layer a Conv1d (k=5, stride 3) takes the 50 Hz audio frames to ~17 Hz and the
 audio width to the text width; after it a ConvTranspose1d brings both back and the result is

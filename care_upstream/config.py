@@ -1,4 +1,4 @@
-"""Configuration of the CARE model (SPEC §1).
+"""Configuration of the CARE model (architecture: docs/architecture.md).
 
 The two teacher configurations are kept as plain Hugging Face config dicts (``WavLMConfig.to_dict()``
 and e.g. ``RobertaConfig.to_dict()``) so that a checkpoint's ``config.json`` rebuilds exactly the
@@ -172,7 +172,7 @@ class CareConfig:
     # ---- factories ----------------------------------------------------------------------
     @classmethod
     def base(cls, **kwargs: Any) -> "CareConfig":
-        """Full size: WavLM-base front end and layers + RoBERTa-base layers 7-12 (SPEC §1)."""
+        """Full size: WavLM-base front end and layers + RoBERTa-base layers 7-12 (the paper's model)."""
         return cls(**kwargs)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Convert the CARE authors' pre-trained checkpoint into a CARE folder (SPEC §3b).
+"""Convert the CARE authors' pre-trained checkpoint into a CARE folder.
 
 The authors' trainer (iiscleap/CARE ``pretraining/train_pase.py``) saves the whole pickled
 ``EmotionClassifier`` with ``torch.save(model)``. Unpickling such a file executes code from it,

@@ -1,6 +1,6 @@
 """Real teacher weights into CARE: key maps, checkpoint readers and the teacher builder.
 
-CARE starts from two pre-trained teachers (SPEC §1): WavLM (front end, layers 1-6 -> common
+CARE starts from two pre-trained teachers, as in the paper: WavLM (front end, layers 1-6 -> common
 encoder, layers 7-12 -> acoustic encoder) and a text encoder (its last ``n_semantic`` layers ->
 frozen semantic encoder). The adapters and the two heads start random, as in the paper.
 
@@ -621,7 +621,7 @@ def care_config_from_teachers(wavlm_config, text_config: Mapping[str, Any], conf
     """A ``CareConfig`` whose WavLM and text parts are the teachers' own configs.
 
     The teachers fix the architecture; ``config``/``overrides`` set the rest (layer split,
-    adapters, heads, flags). The semantic target defaults to the text teacher's width (SPEC §1).
+    adapters, heads, flags). The semantic target defaults to the text teacher's width.
     """
     import dataclasses
 

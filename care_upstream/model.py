@@ -214,7 +214,7 @@ class CARE(nn.Module):
         return (wavs - mean) / torch.sqrt(var + eps) * valid
 
     def hidden_states(self, out: CareOutput, variant: str = "care") -> List[torch.Tensor]:
-        """The 13 upstream layers of SPEC §2 (padding frames zeroed).
+        """The 13 upstream layers, in the order docs/architecture.md gives (padding frames zeroed).
 
         "care": (B, T, 2*hidden) each: [x|x], [c_i|c_i], [acoustic_i|semantic_i];
         "care_acoustic": conv, common, acoustic; "care_semantic": conv, common, semantic.

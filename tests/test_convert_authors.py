@@ -1,4 +1,4 @@
-"""The authors' checkpoint format (SPEC §3b) converts into a CARE that computes what theirs does.
+"""The authors' checkpoint format converts into a CARE that computes what theirs does.
 
 ``AuthorsSpeechTextModel`` below rebuilds the authors' ``SpeechTextModel`` (iiscleap/CARE
 ``pretraining/model_pase.py``) with their attribute names and their forward
@@ -19,7 +19,9 @@ from care_upstream.load import CheckpointError, PickledObjectsError
 from care_upstream.model import CARE
 
 torch.set_num_threads(1)
-ATOL = 1e-5
+ATOL = 1e-5  # per unit of a state's scale (max |value|, at least 1): float32 rounding only. CARE's
+# front end computes the first conv layer folded (same math, another summation order), which the
+# perturbed weights here amplify to ~3e-6 of a state's scale; a wrong key map is off by O(1).
 TINY = CareConfig.tiny()
 
 
@@ -111,6 +113,11 @@ def _convert(src, out, **kw):
     return convert_authors_checkpoint(src, out, wavlm_config=TINY.wavlm, text_config=TINY.text, **kw)
 
 
+def _close(a, b, msg):
+    diff, scale = (a - b).abs().max().item(), max(1.0, b.abs().max().item())
+    assert diff <= ATOL * scale, f"{msg}: {diff:.2e} > {ATOL:g} x {scale:.1f}"
+
+
 def _assert_same_outputs(authors, care_dir):
     care = CARE.from_pretrained(care_dir).eval()
     wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(7))
@@ -121,11 +128,11 @@ def _assert_same_outputs(authors, care_dir):
     ours_aud = [out.conv, *out.common, *out.acoustic]
     assert len(ours) == len(layers) == 13 and len(ours_aud) == len(layers_aud) == 13
     for i, (a, b) in enumerate(zip(ours, layers)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"fusion layer {i}")
+        _close(a, b, f"fusion layer {i}")
     for i, (a, b) in enumerate(zip(ours_aud, layers_aud)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"acoustic-path layer {i}")
-    torch.testing.assert_close(out.acoustic_pred, acoustic_pred, atol=ATOL, rtol=0)
-    torch.testing.assert_close(out.semantic_pred, pooled, atol=ATOL, rtol=0)
+        _close(a, b, f"acoustic-path layer {i}")
+    _close(out.acoustic_pred, acoustic_pred, "head")
+    _close(out.semantic_pred, pooled, "head")
 
 
 @pytest.mark.parametrize("layout", ["prefixed", "bare", "model_state_dict", "state_dict", "dataparallel"])
