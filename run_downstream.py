@@ -7,6 +7,8 @@ Every flag goes to s3prl unchanged (`-m`, `-u`, `-k`, `-d`, `-c`, `-o`, `-n`, `-
   project task gets `downstream_tasks/<task>/config.yaml` and a stock task its config inside the
   installed s3prl package.
 - `--device cpu` when no CUDA device exists (s3prl defaults to cuda).
+An unknown `-u` name (with the close names) and an upstream that cannot be built from `-k` (missing
+or damaged weights, a bad config.json) stop with one sentence and exit status 2, no traceback.
 """
 
 import sys
