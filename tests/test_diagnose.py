@@ -205,7 +205,8 @@ def _guard_config(planted: Path, tmp_path: Path):
 
 
 def test_acoustic_branch_learns_its_aligned_targets(planted, tmp_path):
-    """50 steps: the acoustic head's R² on held-out utterances goes from below 0 to above 0.3.
+    """30 steps: the acoustic head's R² on held-out utterances goes from below 0 to above 0.3
+    (measured -0.39 -> 0.46; the misaligned control stays at 0.00).
 
     Fails if the acoustic loss stops reaching the acoustic layers (routing) or crops and targets drift
     apart (alignment): the same run with targets shifted by 3 frames is the control that shows it.
@@ -216,8 +217,8 @@ def test_acoustic_branch_learns_its_aligned_targets(planted, tmp_path):
     torch.set_num_threads(1)
     tc = _guard_config(planted, tmp_path)
     _, held_out = split_ids(store.ids, 0.25, tc.seed)
-    init, trained = _learn_acoustic(store, tc, steps=50)
-    _, misaligned = _learn_acoustic(store, tc, steps=50, shift=3)
+    init, trained = _learn_acoustic(store, tc, steps=30)
+    _, misaligned = _learn_acoustic(store, tc, steps=30, shift=3)
     before, after, control = (_head_r2(m, store, held_out) for m in (init, trained, misaligned))
     assert before < 0 and after > 0.3 and control < after - 0.15, (before, after, control)
 
