@@ -697,3 +697,57 @@ def test_predict_with_an_upstream_folder_says_it_is_not_a_classifier(demo_cafe, 
     line = _predict_fails([str(demo_cafe / "tiny_care"), str(faults.good_wav(tmp_path / "a.wav")), "--out", str(out)],
                           capsys)
     assert "an upstream folder" in line and "care-superb extract --upstream care:" in line and not out.exists()
+
+
+# ------------------------------------------------------------------ care-pretrain diagnose
+@pytest.fixture(scope="module")
+def diagnose_inputs(tmp_path_factory):
+    """A planted target cache (40 short clips) and a random tiny CARE sized for it."""
+    from test_diagnose import make_planted_cache
+
+    from care_upstream.config import CareConfig
+    from care_upstream.model import CARE
+
+    root = tmp_path_factory.mktemp("diagnose")
+    cache = make_planted_cache(root)
+    model = CARE(CareConfig.tiny(text="minilm")).save_pretrained(root / "tiny")
+    return root, cache, model
+
+
+def _diagnose_fails(args, capsys) -> str:
+    from pretrain.cli import main as pretrain_main
+
+    assert pretrain_main(["diagnose", *args, "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage"])
+def test_diagnose_names_a_damaged_model(diagnose_inputs, tmp_path, capsys, how):
+    root, cache, model = diagnose_inputs
+    bad = Path(shutil.copytree(model, tmp_path / "bad"))
+    faults.corrupt_safetensors(bad / "model.safetensors", how=how)
+    line = _diagnose_fails(["--targets", str(cache), "--model", str(bad)], capsys)
+    assert str(bad) in line
+
+
+def test_diagnose_names_a_garbage_checkpoint_and_a_missing_cache(diagnose_inputs, tmp_path, capsys):
+    root, cache, model = diagnose_inputs
+    pt = faults.garbage_file(tmp_path / "ckpt_last.pt")
+    assert str(pt) in _diagnose_fails(["--targets", str(cache), "--model", str(pt)], capsys)
+    assert str(tmp_path / "none") in _diagnose_fails(["--targets", str(tmp_path / "none"), "--model", str(model)],
+                                                     capsys)
+
+
+def test_diagnose_names_an_audio_file_gone_since_the_targets(diagnose_inputs, tmp_path, capsys):
+    root, cache, model = diagnose_inputs
+    copy = Path(shutil.copytree(root, tmp_path / "copy", symlinks=True))
+    store = TargetStore(cache)
+    first = Path(store.path(store.ids[0]))
+    index = (copy / "cache" / "index.json")
+    index.write_text(index.read_text().replace(str(root), str(copy)))
+    moved = copy / first.relative_to(root)
+    moved.unlink()
+    line = _diagnose_fails(["--targets", str(copy / "cache"), "--model", str(copy / "tiny")], capsys)
+    assert str(moved) in line
