@@ -17,7 +17,8 @@ utterances held out from the fit, and reports the coefficient of determination R
 Layers follow the upstream's 13 hidden states: 0 is the front end's projection, 1-6 the common
 encoder, 7-12 the acoustic and the semantic branch (both reported). R² pools all target dimensions
 (1 - total squared error / total variance around the fit split's mean), so 0 means "no better than
-predicting the mean" and it can go below 0 on held-out data.
+predicting the mean" and it can go below 0 on held-out data. Utterances, not speakers, are held
+out (a cache records no speaker): the numbers compare models on one cache, they are not a benchmark.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from care_core import atomic
+from care_core.constants import SAMPLE_RATE
 
 TARGET_KINDS = ("acoustic_frames", "acoustic_utterance", "semantic")
 BRANCHES = ("common", "acoustic", "semantic")
@@ -189,7 +191,7 @@ def collect(model, store, ids: Sequence[str], cfg: DiagnoseConfig):
     frame_utt, ac_frames, ac_utt, sem = [], [], [], []
     for start in range(0, len(ids), cfg.batch_size):
         chunk = ids[start:start + cfg.batch_size]
-        wavs = [load_audio(store.path(u), 16000) for u in chunk]
+        wavs = [load_audio(store.path(u), SAMPLE_RATE) for u in chunk]
         lengths = torch.tensor([w.numel() for w in wavs])
         batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
         with torch.no_grad():
