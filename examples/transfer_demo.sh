@@ -9,6 +9,8 @@
 #
 # THE AUDIO IS SYNTHETIC: the numbers show whether the pre-training chain carries information into
 # the states, not how CARE does on real speech. Every step resumes (rerun after a crash or Ctrl-C).
+# Measured on the 2-core dev box, moderately loaded: 7.8 min in all (sweep 3.7 min); step 0 30.8 %,
+# pre-trained 36.2 % UAR, higher in 10/10 (fold, seed) cells, Wilcoxon p = 0.002; eGeMAPS 83.7 %.
 # Knobs (environment): PYTHON, STEPS (pre-training steps, 300), SEEDS (probe seeds per fold, 2),
 # JOBS (sweep cells in parallel, 1), PROBE_STEPS (probe steps per cell; default the task's 1000),
 # PROBE_LR (probe lr, 1e-3), ACTORS (speakers per corpus, 12; at least 10 for the task's 5 folds).
