@@ -63,10 +63,20 @@ def care_tiny(tmp_path_factory):
     return save_tiny_care(tmp_path_factory.mktemp("care_tiny") / "care_tiny")
 
 
-def run(args):
+# Train, then evaluate, in ONE fresh process: the runner's imports cost ~7 s a process, and the two
+# stages still go through `run_downstream.py`'s own entry (launcher.main) exactly as from the shell.
+_TRAIN_THEN_EVALUATE = """
+import json, sys
+from care_superb.launcher import main
+for argv in json.loads(sys.argv[1]):
+    main(argv + ["--device", "cpu"])
+"""
+
+
+def run_train_then_evaluate(train_args, evaluate_args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "run_downstream.py", *args, "--device", "cpu"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", _TRAIN_THEN_EVALUATE, json.dumps([train_args, evaluate_args])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("task", sorted(BUILDERS))
@@ -83,10 +93,11 @@ def test_prepare_train_evaluate(task, care_tiny, tmp_path):
         "config.downstream_expert.datarc.max_seconds=2",
         f"config.downstream_expert.datarc.manifest_dir='{manifest}'",
     ])
-    train = run(["-m", "train", "-u", "care", "-k", str(care_tiny), "-d", task, "-p", str(expdir), "-o", overrides])
-    assert train.returncode == 0, train.stderr[-3000:]
-    evaluate = run(["-m", "evaluate", "-e", str(expdir / "dev-best.ckpt")])
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    proc = run_train_then_evaluate(
+        ["-m", "train", "-u", "care", "-k", str(care_tiny), "-d", task, "-p", str(expdir), "-o", overrides],
+        ["-m", "evaluate", "-e", str(expdir / "dev-best.ckpt")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (expdir / "dev-best.ckpt").is_file()
     results = json.loads((expdir / "results.json").read_text())
     assert results["task"] == task
     metrics = results["test"]["metrics"]
