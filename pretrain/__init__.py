@@ -1,1 +1,1 @@
-"""CARE pre-training: teacher targets (`pretrain.targets`), data, trainer and export (SPEC §3)."""
+"""CARE pre-training: teacher targets (`pretrain.targets`), data, trainer and export (recipe: docs/pretraining.md)."""

@@ -126,7 +126,7 @@ def _diagnose_parser(sub) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``care-pretrain`` parser (``export`` parses its own arguments, see ``main``)."""
-    parser = argparse.ArgumentParser(prog="care-pretrain", description="CARE pre-training tools (SPEC §3)")
+    parser = argparse.ArgumentParser(prog="care-pretrain", description="CARE pre-training tools: teacher targets, export, diagnostics (recipe: docs/pretraining.md)")
     sub = parser.add_subparsers(dest="command", required=True)
     _targets_parser(sub)
     _export_parser(sub)

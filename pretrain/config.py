@@ -44,7 +44,7 @@ class TrainConfig:
 
     # --- model -----------------------------------------------------------------------------
     init_from: str = "teachers"
-    """``teachers``: WavLM-base + text teacher weights (SPEC §1); ``scratch``: random init of
+    """``teachers``: WavLM-base + text teacher weights (docs/architecture.md); ``scratch``: random init of
     ``model_size`` (tests, the offline demo). ``--resume`` overrides both."""
     model_size: str = "base"
     """``base`` -> ``CareConfig.base()``; ``tiny`` -> ``CareConfig.tiny(text=tiny_text)``."""
@@ -53,7 +53,7 @@ class TrainConfig:
     text: str = "roberta-base"
     acoustic_grad_to_common: bool = False
     """Paper reading (acoustic loss also trains the common encoder) is one flag away; the
-    authors' code blocks that gradient (SPEC §1), hence False."""
+    authors' code blocks that gradient (docs/architecture.md), hence False."""
     freeze_frontend: bool = True
     dropout: float = -1.0
     """-1 keeps the model's dropout rates; a value in [0, 1) sets every dropout of the trained
@@ -68,7 +68,7 @@ class TrainConfig:
     itself must be a whole number of frames too (checked once the model is built)."""
     num_workers: int = 0
 
-    # --- optimisation (SPEC §3) ------------------------------------------------------------
+    # --- optimisation (docs/pretraining.md) --------------------------------------------------------
     batch_size: int = 128
     """Global batch in utterances: split over ranks, then over ``grad_accum`` micro-batches."""
     grad_accum: int = 1

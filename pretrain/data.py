@@ -31,7 +31,7 @@ class PretrainDataError(ValueError):
 
 
 def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
-    """Random train/validation split (SPEC §3: 80/20), a pure function of the id set and the seed."""
+    """Random train/validation split (80/20 in the paper), a pure function of the id set and the seed."""
     ids = sorted(ids)
     if len(ids) < 2:
         raise PretrainDataError(f"need at least 2 utterances to split into train and validation, got {len(ids)}")

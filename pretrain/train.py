@@ -1,4 +1,4 @@
-"""CARE pre-training (SPEC §3), one file in nanoGPT order.
+"""CARE pre-training (docs/pretraining.md), one file in nanoGPT order.
 
     torchrun --nproc_per_node N -m pretrain.train --config pretrain/configs/care_base.yaml [--resume] [key=value ...]
     srun python -m pretrain.train --config pretrain/configs/care_base.yaml [--resume]  # Slurm tasks, no torchrun
@@ -52,7 +52,7 @@ CKPT_BEST = "ckpt_best.pt"
 LOSSES_FILE = "losses.jsonl"
 CKPT_FORMAT = 1
 
-# Which optimiser owns which parameters (the authors' two AdamW, SPEC §3). Prefixes of
+# Which optimiser owns which parameters (the authors' two AdamW). Prefixes of
 # ``CARE.named_parameters()``; anything matched by neither is frozen (front end, text layers).
 SEMANTIC_SIDE = ("common.", "semantic.down.", "semantic.up.", "semantic.head_proj.")
 ACOUSTIC_SIDE = ("acoustic.", "acoustic_head.")
@@ -119,7 +119,7 @@ def loss_terms(semantic_pred: torch.Tensor, acoustic_pred: torch.Tensor, pad_mas
 
 
 def objective(terms: LossTerms, lambda_acoustic: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The pre-training objective (SPEC §3): ``(total, semantic, acoustic)`` with
+    """The pre-training objective (docs/pretraining.md): ``(total, semantic, acoustic)`` with
     ``total = semantic + lambda_acoustic * acoustic``, each term its summed squared error over its
     element count.
 
