@@ -66,3 +66,15 @@ def _restore_s3prl_globals():
     builtins.isinstance = isinstance_
     if torch is not None and sharing is not None:
         torch.multiprocessing.set_sharing_strategy(sharing)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: the test machine's two cores are shared, and float
+    reductions then match the one-thread subprocesses some tests compare against."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

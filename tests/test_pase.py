@@ -31,12 +31,7 @@ DATA = Path(__file__).resolve().parent / "data"
 CFG = DATA / "PASE+.cfg"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomised(seed: int = 0) -> PasePlusEncoder:

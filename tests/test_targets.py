@@ -54,13 +54,7 @@ BAD = {"bad/corrupt": "unreadable", "bad/empty": "empty", "bad/silent": "silent"
        "bad/short": "too_short", "spk3/notext": "no_transcript"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Also makes float reductions identical to the 1-thread subprocess of the kill test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tone(sr, seconds, channels, seed):
