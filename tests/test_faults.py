@@ -21,6 +21,25 @@ import torch  # noqa: E402
 from care_core.audio import AudioError, check_usable, read_mono  # noqa: E402
 
 
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    """Manifests, weights and tables are for colleagues on a shared machine too: an atomic write
+    gives the mode a plain open() would (mkstemp alone gives 0600 whatever the umask)."""
+    import os
+
+    from care_core import atomic
+
+    old = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "manifest.csv", "id\n")
+        with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for name in ("manifest.csv", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
 def test_decoder_refuses_a_truncated_wav_naming_it(tmp_path):
     path = faults.truncated_wav(tmp_path / "cut.wav")
     with pytest.raises(AudioError, match="cut.wav: truncated") as err:
