@@ -10,6 +10,7 @@ Layout (as ``CaFE_48k.zip`` unpacks with Python's zipfile)::
     <out>/CaFE_<rate>k/Neutre/<actor>-N-1-<sentence>.wav
     <out>/CaFE_<rate>k/<Colère|Dégoût|Joie|Peur|Surprise|Tristesse>/<Faible|Fort>/<actor>-<E>-<1|2>-<s>.wav
     <out>/sentences.csv      file,sentence,text  (the CaFE sentence each file says; a transcript)
+    <out>/transcripts.csv    path,text  (the same, as `care-pretrain targets --transcripts` reads it)
     <out>/README.txt         this warning
 
 12 actors (odd = male) x (6 neutral + 6 emotions x 2 intensities x 6 sentences) = 936 files by
@@ -195,17 +196,20 @@ def write_demo_corpus(out, seed: int = 0, cfg: Optional[DemoConfig] = None, prog
         rel = relative_path(root_name, actor, letter, intensity, sentence)
         path = out / rel
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            sf.write(str(tmp), synthesize(actor, letter, intensity, sentence, cfg, seed), cfg.sample_rate,
-                     subtype="PCM_16", format="WAV")
-            tmp.replace(path)
+            with atomic.atomic_path(path) as tmp:
+                sf.write(str(tmp), synthesize(actor, letter, intensity, sentence, cfg, seed), cfg.sample_rate,
+                         subtype="PCM_16", format="WAV")
         rows.append((rel.as_posix(), sentence, SENTENCES[sentence][0]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "sentence", "text"])
     w.writerows(rows)
     atomic.write_text(out / "sentences.csv", buf.getvalue())
+    buf = io.StringIO()  # what `care-pretrain targets --transcripts` reads: path (relative to the CSV), text
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "text"])
+    w.writerows((rel, text) for rel, _, text in rows)
+    atomic.write_text(out / "transcripts.csv", buf.getvalue())
     atomic.write_text(out / "README.txt", __doc__)
     return {"root": str(out / root_name), "n_files": len(rows), "sample_rate": cfg.sample_rate, "seed": seed}
 

@@ -22,41 +22,29 @@ FOLD="${DEMO_FOLD:-fold1}"
 START=$SECONDS
 stamp() { echo "[demo +$((SECONDS - START)) s] $*"; }
 
-# 1. Synthetic corpus in CaFE's layout (16 kHz), with sentences.csv (file,sentence,text).
-if [ ! -f "$WORK/corpus/sentences.csv" ]; then
+# 1. Synthetic corpus in CaFE's layout (16 kHz), with transcripts.csv (path,text) for the text teacher.
+if [ ! -f "$WORK/corpus/transcripts.csv" ]; then
   stamp "demo corpus -> $WORK/corpus"
   $PY -m care_superb.cli demo-corpus --out "$WORK/corpus" --sample-rate 16000 >/dev/null 2>&1
 fi
 
-# 2. Transcripts as `care-pretrain targets --transcripts` reads them (path,text; paths relative to the CSV).
-$PY - "$WORK/corpus" <<'PYEOF'
-import csv, pathlib, sys
-root = pathlib.Path(sys.argv[1])
-with open(root / "sentences.csv", newline="", encoding="utf-8") as f_in, \
-     open(root / "transcripts.csv", "w", newline="", encoding="utf-8") as f_out:
-    out = csv.writer(f_out)
-    out.writerow(["path", "text"])
-    for row in csv.DictReader(f_in):
-        out.writerow([row["file"], row["text"]])
-PYEOF
-
-# 3. Teacher targets: MiniLM sentence vectors (384-d) + eGeMAPS LLDs at 50 Hz (the paper's Fig. 3 ablation).
+# 2. Teacher targets (transcripts.csv is written by demo-corpus): MiniLM sentence vectors (384-d) + eGeMAPS LLDs at 50 Hz (the paper's Fig. 3 ablation).
 stamp "targets -> $WORK/targets"
 $PY -m pretrain.cli targets --audio "$WORK/corpus/CaFE_16k" --transcripts "$WORK/corpus/transcripts.csv" \
   --text-encoder minilm --acoustic egemaps --out "$WORK/targets" --no-progress
 
-# 4. Pre-train a tiny CARE from scratch (pretrain/configs/care_tiny_demo.yaml); resume if a run exists.
+# 3. Pre-train a tiny CARE from scratch (pretrain/configs/care_tiny_demo.yaml); resume if a run exists.
 RESUME=()
 [ -f "$WORK/pretrain/ckpt_last.pt" ] && RESUME=(--resume)
 stamp "pre-training $STEPS steps -> $WORK/pretrain (TensorBoard: tensorboard --logdir $WORK/pretrain/tb)"
 $PY -m pretrain.train --config pretrain/configs/care_tiny_demo.yaml "${RESUME[@]}" \
   target_cache="$WORK/targets" out_dir="$WORK/pretrain" max_steps="$STEPS" progress_bar=false
 
-# 5. Export the best checkpoint as an upstream folder (config.json + model.safetensors).
+# 4. Export the best checkpoint as an upstream folder (config.json + model.safetensors).
 stamp "export -> $WORK/care_tiny"
 $PY -m pretrain.cli export "$WORK/pretrain" --out "$WORK/care_tiny"
 
-# 6. Downstream: s3prl's runner with the exported upstream on the synthetic CaFE task.
+# 5. Downstream: s3prl's runner with the exported upstream on the synthetic CaFE task.
 stamp "downstream emotion_cafe ($FOLD, $DOWN_STEPS steps) -> $WORK/downstream"
 $PY -m care_superb.cli prepare emotion_cafe --root "$WORK/corpus/CaFE_16k" --out "$WORK/data/emotion_cafe" \
   > "$WORK/prepare.log" 2>&1 || { tail -20 "$WORK/prepare.log"; exit 1; }

@@ -34,24 +34,14 @@ mkdir -p "$WORK"
 
 # 1. Two synthetic corpora in CaFE's layout: seed 0 to pre-train on, seed 1 to probe on.
 for seed in 0 1; do
-  if [ ! -f "$WORK/corpus_seed$seed/sentences.csv" ]; then
+  if [ ! -f "$WORK/corpus_seed$seed/transcripts.csv" ]; then
     stamp "demo corpus seed $seed -> $WORK/corpus_seed$seed"
     $PY -m care_superb.cli demo-corpus --out "$WORK/corpus_seed$seed" --seed $seed --sample-rate 16000 \
       --actors "$ACTORS" >/dev/null 2>&1
   fi
 done
 
-# 2. Teacher targets of the pre-training corpus (transcripts from sentences.csv).
-$PY - "$WORK/corpus_seed0" <<'PYEOF'
-import csv, pathlib, sys
-root = pathlib.Path(sys.argv[1])
-with open(root / "sentences.csv", newline="", encoding="utf-8") as f_in, \
-     open(root / "transcripts.csv", "w", newline="", encoding="utf-8") as f_out:
-    out = csv.writer(f_out)
-    out.writerow(["path", "text"])
-    for row in csv.DictReader(f_in):
-        out.writerow([row["file"], row["text"]])
-PYEOF
+# 2. Teacher targets of the pre-training corpus (transcripts.csv is written by demo-corpus).
 stamp "targets -> $WORK/targets"
 $PY -m pretrain.cli targets --audio "$WORK/corpus_seed0/CaFE_16k" --transcripts "$WORK/corpus_seed0/transcripts.csv" \
   --text-encoder minilm --acoustic egemaps --out "$WORK/targets" --no-progress >/dev/null

@@ -73,6 +73,18 @@ def test_sentences_csv_names_every_file_with_its_text(demo):
     assert "synthetic" in (out / "README.txt").read_text().lower()
 
 
+def test_transcripts_csv_is_what_care_pretrain_targets_reads(demo):
+    """The demos hand `transcripts.csv` to `care-pretrain targets --transcripts`: every file gets its text."""
+    from pretrain.targets.transcripts import TranscriptTable
+
+    out, _ = demo
+    table = TranscriptTable(out / "transcripts.csv")
+    wavs = sorted(out.rglob("*.wav"))
+    assert len(wavs) == 156
+    for wav in wavs:
+        assert table.lookup(wav.stem, str(wav)) in {text for text, *_ in SENTENCES.values()}
+
+
 def test_deterministic_by_seed(tmp_path):
     cfg = DemoConfig(sample_rate=16000, n_actors=2, n_sentences=1)
     write_demo_corpus(tmp_path / "a", seed=3, cfg=cfg)
