@@ -41,6 +41,7 @@ import torch
 
 from care_core import atomic
 from care_core.atomic import atomic_path
+from care_core.constants import SAMPLE_RATE
 from sweep.cells import UpstreamSpec, sha256_file
 
 FORMAT_VERSION = 2  # 2: frame_var, and the checksum covers the keys
@@ -56,7 +57,7 @@ class CacheConfig:
     `max_seconds`/`min_seconds`: the task's audio crop/pad (datarc), part of every key."""
 
     shard_size: int = 256
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     max_seconds: Optional[float] = 30.0
     min_seconds: Optional[float] = 1.0
     retry_failed: bool = True

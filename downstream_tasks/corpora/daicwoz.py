@@ -27,6 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from care_core.constants import SAMPLE_RATE
 from downstream_tasks.protocol import register_fold_rule
 from .base import CorpusError, Utterance, find_audio, report, visible
 
@@ -52,7 +53,7 @@ class DaicWozConfig:
     segment_seconds: float = 10.0
     segments_depressed: int = 100
     segments_other: int = 39
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
 
     def n_segments(self, depressed: bool) -> int:
         return self.segments_depressed if depressed else self.segments_other
