@@ -342,6 +342,21 @@ def _participant_tasks(c: Collected) -> List[str]:
     return [t for t in c.tasks if any(c.entries.get((t, u)) and c.entries[(t, u)].participant for u in c.upstreams)]
 
 
+def _metric_rows(c: Collected, cfg: TableConfig, rows, metrics, metric_labels, digits: int, scale: float,
+                 reference_label: str) -> List[str]:
+    """A markdown table: one row per task (mean ± std [CI] of each upstream's cells, with the significance
+    marker) and under it the task's reference row (what a probe that learnt nothing scores)."""
+    header = ["task"] + [f"{c.column(u)} {ml}" for u in c.upstreams for ml in metric_labels]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in rows:
+        cells = [_cell_text(c, row["task"], u, m, cfg, digits, scale) for u in c.upstreams for m in metrics]
+        lines.append("| " + " | ".join([row["label"]] + cells) + " |")
+        if any(v is not None for v in row["reference"].values()):
+            ref = [_ref_text(row["reference"][m], digits, scale) for _ in c.upstreams for m in metrics]
+            lines.append("| " + " | ".join([f"{row['label']} {reference_label}"] + ref) + " |")
+    return lines
+
+
 def render_markdown(c: Collected, cfg: TableConfig = TableConfig()) -> str:
     b = build_rows(c, cfg)
     lines = ["# Probe results", ""]
@@ -351,17 +366,8 @@ def render_markdown(c: Collected, cfg: TableConfig = TableConfig()) -> str:
                      f"ddof={cfg.ddof}) [{ci}]. Under each task, what a probe that learnt nothing scores: "
                      "the train split's majority class (WF1) and chance (UAR = 1/K).")
         lines.append("")
-        header = ["task"] + [f"{c.column(u)} {ml}" for u in c.upstreams for ml in cfg.metric_labels]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        for row in b["rows"]:
-            cells = [_cell_text(c, row["task"], u, m, cfg, cfg.percent_digits, 100.0)
-                     for u in c.upstreams for m in cfg.classification_metrics]
-            lines.append("| " + " | ".join([row["label"]] + cells) + " |")
-            if any(v is not None for v in row["reference"].values()):
-                ref = [_ref_text(row["reference"][m], cfg.percent_digits, 100.0)
-                       for _ in c.upstreams for m in cfg.classification_metrics]
-                lines.append("| " + " | ".join([f"{row['label']} reference (majority / chance)"] + ref) + " |")
+        lines += _metric_rows(c, cfg, b["rows"], cfg.classification_metrics, cfg.metric_labels,
+                              cfg.percent_digits, 100.0, "reference (majority / chance)")
         n_avg, n_all = len(b["average_tasks"]), b["n_cls_tasks"]
         avg_label = "average" if n_avg == n_all else f"average ({n_avg} of {n_all} tasks)"
         avg_cells = []
@@ -375,17 +381,8 @@ def render_markdown(c: Collected, cfg: TableConfig = TableConfig()) -> str:
         lines.append(f"CCC on the test split, mean ± std over folds × seeds [{ci}]; the reference row is the CCC "
                      "of always predicting the train mean (0).")
         lines.append("")
-        header = ["task"] + [f"{c.column(u)} {ml}" for u in c.upstreams for ml in cfg.regression_labels]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        for row in b["reg_rows"]:
-            cells = [_cell_text(c, row["task"], u, m, cfg, cfg.ccc_digits, 1.0)
-                     for u in c.upstreams for m in cfg.regression_metrics]
-            lines.append("| " + " | ".join([row["label"]] + cells) + " |")
-            if any(v is not None for v in row["reference"].values()):
-                ref = [_ref_text(row["reference"][m], cfg.ccc_digits, 1.0)
-                       for _ in c.upstreams for m in cfg.regression_metrics]
-                lines.append("| " + " | ".join([f"{row['label']} reference (train mean)"] + ref) + " |")
+        lines += _metric_rows(c, cfg, b["reg_rows"], cfg.regression_metrics, cfg.regression_labels,
+                              cfg.ccc_digits, 1.0, "reference (train mean)")
         lines.append("")
     for task in _participant_tasks(c):
         label = TASK_LABELS.get(task, task)
