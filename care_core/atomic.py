@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(folder: Path, prefix: str) -> Path:
+    """A new, empty temp file in `folder`, created with mode 0666 so that the kernel applies the
+    process umask (mkstemp's 0600 would hide results from colleagues on a shared machine; reading the
+    umask with os.umask would briefly change it for every thread of the process)."""
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(8)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temp file name for {prefix!r}")
 
 
 def _fsync(path: Path) -> None:
@@ -35,10 +43,7 @@ def atomic_path(path: os.PathLike) -> Iterator[Path]:
     savefig); on a clean exit it is made durable and renamed onto `path`, on an error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues on a shared machine must read results
+    tmp = _create_temp(path.parent, f".{path.name}.")
     try:
         yield tmp
         _fsync(tmp)
