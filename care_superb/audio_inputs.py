@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".aif", ".aiff", ".au",
                   ".sph", ".webm", ".wma")
@@ -78,7 +78,3 @@ def output_names(paths: Sequence[Path]) -> List[Path]:
     absolute = [Path(os.path.abspath(p)) for p in paths]
     common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     return [p.relative_to(common) for p in absolute]
-
-
-def skipped_rows(skipped: Sequence[Tuple[Path, str]]) -> List[Tuple[str, str]]:
-    return [(str(p), reason) for p, reason in skipped]

@@ -223,15 +223,13 @@ def run_extract(cfg: ExtractConfig) -> Tuple[int, int, int]:
 
 
 def _write_skipped(path: Path, skipped: List[Tuple[str, str]]) -> None:
-    if not skipped:
-        if path.is_file():
-            path.unlink()
-        return
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "reason"])
-    w.writerows(skipped)
-    atomic.write_text(path, buf.getvalue())
+    """The skipped list of this run; none left over from an earlier one when nothing was skipped."""
+    from downstream_tasks.manifest import write_skipped
+
+    if skipped:
+        write_skipped(path, skipped)
+    elif path.is_file():
+        path.unlink()
 
 
 def _stack(out: Path, paths: List[Path], parts: List[Path]) -> None:

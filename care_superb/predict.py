@@ -24,6 +24,7 @@ import torch
 
 from care_core import atomic
 from care_core.audio import AudioError
+from downstream_tasks.manifest import write_skipped
 
 Row = Dict[str, str]
 
@@ -221,14 +222,6 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Row]) -> None:
 
 def skipped_path(out: Path) -> Path:
     return out.with_name(out.stem + "_skipped.csv")
-
-
-def write_skipped(path: Path, skipped: Sequence[Tuple[str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "reason"])
-    w.writerows(skipped)
-    atomic.write_text(path, buf.getvalue())
 
 
 def run_predict(cfg: PredictConfig) -> Tuple[int, int]:
