@@ -265,7 +265,7 @@ def _known_upstreams() -> List[str]:
     register()
     from s3prl import hub
 
-    return sorted(a for a in dir(hub) if not a.startswith("_") and callable(getattr(hub, a)))
+    return hub.options()  # s3prl's own list (the one `care-superb` checks -u against, launcher.check_upstream)
 
 
 def parse_upstreams(texts: Sequence[str]) -> List[UpstreamSpec]:
