@@ -170,10 +170,5 @@ class HandcraftedExpert(UpstreamBase):
     def forward(self, wavs: List[torch.Tensor]) -> Dict[str, object]:
         if not wavs:
             raise ValueError("empty batch")
-        device = wavs[0].device
-        feats = [self.utterance(w) for w in wavs]
-        batch = torch.zeros(len(feats), max(f.shape[0] for f in feats), self.feature_set.dim)
-        for i, f in enumerate(feats):
-            batch[i, : f.shape[0]] = f
-        batch = batch.to(device)
+        batch = torch.nn.utils.rnn.pad_sequence([self.utterance(w) for w in wavs], batch_first=True).to(wavs[0].device)
         return {"hidden_states": [batch], "last_hidden_state": batch}
