@@ -48,9 +48,8 @@ def audio_files(inputs: List[Path]) -> List[Path]:
     return files
 
 
-def measure(files: List[Path]) -> Dict[str, Dict]:
-    """{set name: {"frames": N, "lld": [(name, mean, std), ...]}} over all frames of all files."""
-    waves = [read_mono(f, SAMPLE_RATE)[0].numpy() for f in files]
+def measure(waves: List[np.ndarray]) -> Dict[str, Dict]:
+    """{set name: {"frames": N, "lld": [(name, mean, std), ...]}} over all frames of all waveforms."""
     scale = {}
     for name, fs in FEATURE_SETS.items():
         smile = make_smile(fs)
@@ -61,7 +60,7 @@ def measure(files: List[Path]) -> Dict[str, Dict]:
     return scale
 
 
-def render(scale: Dict[str, Dict], files: List[Path], source: str) -> str:
+def render(scale: Dict[str, Dict], files: List[Path], waves: List[np.ndarray], source: str) -> str:
     lines = [
         '"""Fixed per-dimension scale of the handcrafted upstreams (`care_upstream/handcrafted.py`): mean',
         "and population standard deviation of every openSMILE LLD over all 10 ms frames of the real",
@@ -75,8 +74,8 @@ def render(scale: Dict[str, Dict], files: List[Path], source: str) -> str:
         "# (file name, seconds at 16 kHz, sha256 of the file)",
         "SOURCE_FILES = [",
     ]
-    for f in files:
-        seconds = round(len(read_mono(f, SAMPLE_RATE)[0]) / SAMPLE_RATE, 2)
+    for f, w in zip(files, waves):
+        seconds = round(len(w) / SAMPLE_RATE, 2)
         lines.append(f"    ({f.name!r}, {seconds}, {hashlib.sha256(f.read_bytes()).hexdigest()!r}),")
     lines += ["]", "", "# per feature set: frames pooled, and (LLD name, mean, std) in openSMILE's output order", "SCALE = {"]
     for name, entry in scale.items():
@@ -94,8 +93,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "care_upstream" / "handcrafted_scale.py")
     args = p.parse_args(argv)
     files = audio_files(args.inputs)
-    scale = measure(files)
-    atomic.write_text(args.out, render(scale, files, args.source))
+    waves = [read_mono(f, SAMPLE_RATE)[0].numpy() for f in files]
+    scale = measure(waves)
+    atomic.write_text(args.out, render(scale, files, waves, args.source))
     for name, entry in scale.items():
         print(f"{name}: {len(entry['lld'])} dims, {entry['frames']} frames")
     print(f"wrote {args.out}")
