@@ -162,7 +162,7 @@ def task_config(task: str) -> Dict[str, Any]:
     if path is None:
         raise ConfigError(f"task {task!r}: no config.yaml found (neither downstream_tasks/{task}/ nor s3prl)")
     with open(path) as f:
-        return {"path": str(path), "config": yaml.safe_load(f), "text": Path(path).read_text()}
+        return {"path": str(path), "config": yaml.safe_load(f)}
 
 
 def manifest_dir(task: str, cfg: SweepConfig) -> Path:
@@ -240,9 +240,9 @@ def default_devices(jobs: int) -> List[str]:
     return ["cpu"]
 
 
-def cell_config(cell: Cell, cfg: SweepConfig, path: str) -> Dict[str, Any]:
-    """Everything that changes a cell's numbers; its digest decides whether a finished cell is reused."""
-    tc = task_config(cell.task)
+def cell_config(cell: Cell, cfg: SweepConfig, path: str, tc: Dict[str, Any]) -> Dict[str, Any]:
+    """Everything that changes a cell's numbers; its digest decides whether a finished cell is reused.
+    `tc`: `task_config(cell.task)`, read once per task by the plan."""
     return {"path": path, "pad_mode": cfg.pad_mode if path == "fast" else None, "overrides": cell_overrides(cell, cfg),
             "task_config_path": tc["path"], "task_config": tc["config"],
             "upstream": {"hub": cell.upstream.hub, "ckpt_sha256": cell.upstream.ckpt_sha256},
@@ -633,11 +633,15 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
     cells = expand_cells(cfg.tasks, {t: get_task(t).runs_of(folds[t], seeds) for t in cfg.tasks}, specs)
     kinds = {t: get_task(t).kind for t in cfg.tasks}
     devices = cfg.devices or default_devices(cfg.jobs)
-    datarcs = {t: task_config(t)["config"]["downstream_expert"]["datarc"] for t in cfg.tasks}
+    tconfs = {t: task_config(t) for t in cfg.tasks}
+    datarcs = {t: tconfs[t]["config"]["downstream_expert"]["datarc"] for t in cfg.tasks}
+    mdirs = {t: manifest_dir(t, cfg) for t in cfg.tasks}
+    mpaths = {t: mdirs[t] / "manifest.csv" if mdirs[t].is_dir() else mdirs[t] for t in cfg.tasks}
+    mtimes = {t: os.stat(p).st_mtime_ns if p.exists() else 0 for t, p in mpaths.items()}
 
     todo: List[CellJob] = []
     for cell in cells:
-        conf = cell_config(cell, cfg, path)
+        conf = cell_config(cell, cfg, path, tconfs[cell.task])
         digest = config_digest(conf)
         if is_done(cell, out, digest):
             continue
@@ -648,14 +652,11 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
             except ValueError as e:
                 why = f"unreadable results ({e})"
             _log(f"re-running {cell.name}: {why}")
-        mdir = manifest_dir(cell.task, cfg)
-        mpath = mdir / "manifest.csv" if mdir.is_dir() else mdir
         datarc = datarcs[cell.task]
         todo.append(CellJob(
             cell=cell, task_kind=kinds[cell.task], out=str(out), path=path, stock_reason=reason, config=conf,
             config_hash=digest, overrides=cell_overrides(cell, cfg), device=devices[len(todo) % len(devices)],
-            cache_root=str(cache_root), manifest_dir=str(mdir),
-            manifest_mtime=os.stat(mpath).st_mtime_ns if mpath.exists() else 0,
+            cache_root=str(cache_root), manifest_dir=str(mdirs[cell.task]), manifest_mtime=mtimes[cell.task],
             max_seconds=datarc.get("max_seconds", 30), min_seconds=datarc.get("min_seconds", 1),
             normalize=cfg.featurizer_normalize, trainable=cfg.upstream_trainable))
     return Plan(out=out, cache_root=cache_root, specs=specs, reference=reference, cells=cells, todo=todo, path=path,
