@@ -30,10 +30,10 @@ def _resolve_ckpt(ckpt):
     if ckpt:
         path = _os.path.expanduser(str(ckpt))
         if not _os.path.exists(path):
-            from .hub import is_repo_id, resolve
+            from .hub import is_repo_id
 
-            if is_repo_id(str(ckpt)):  # `-k org/name[@rev]`: a Hugging Face Hub repo, through its cache
-                return str(resolve(str(ckpt)))
+            if is_repo_id(str(ckpt)):  # `-k org/name[@rev]`: CARE.from_pretrained fetches it through the Hub cache
+                return str(ckpt)
             raise FileNotFoundError(f"CARE checkpoint {ckpt!r} does not exist. {_HOW_TO}")
         return path
     env = _os.environ.get(_ENV_VAR)
