@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from care_core import atomic
 from pretrain.diagnose import (
     DiagnoseConfig,
     curves,
@@ -25,16 +24,8 @@ from pretrain.diagnose import (
     save_initial_model,
 )
 from pretrain.targets.frames import care_frame_count
-from pretrain.targets.store import (
-    RUN_FILE,
-    ChunkRecord,
-    ShardItem,
-    TargetStore,
-    WorkerIndex,
-    merge_index,
-    worker_tag,
-    write_shard,
-)
+from pretrain.targets.store import TargetStore
+from test_train import write_cache
 
 SR = 16000
 HOP = 320
@@ -56,32 +47,16 @@ def planted_targets(wav: np.ndarray) -> np.ndarray:
 
 def make_planted_cache(root: Path, n_utts: int = 40, seed: int = 0) -> Path:
     """Noise bursts with a random loudness envelope; acoustic targets follow the envelope."""
-    import soundfile as sf
-
     rng = np.random.default_rng(seed)
-    audio, cache = root / "audio", root / "cache"
-    audio.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    tag = worker_tag(0, 1)
-    atomic.write_json(cache / RUN_FILE, {"world_size": 1, "semantic_dim": SEM_DIM, "acoustic_dim": AC_DIM,
-                                         "sample_rate": SR, "acoustic_rate_hz": SR // HOP})
-    items, sem, ac = [], [], []
+    utts = []
     for i in range(n_utts):
         n = int(rng.uniform(0.5, 0.8) * SR)
         knots = np.exp(rng.normal(0, 1.2, size=12))
         env = np.interp(np.arange(n), np.linspace(0, n, 12), knots)
         wav = (0.02 * env * rng.standard_normal(n)).clip(-0.99, 0.99).astype(np.float32)
-        path = audio / f"u{i:03d}.wav"
-        sf.write(path, wav, SR, subtype="FLOAT")
-        items.append(ShardItem(id=f"u{i:03d}", path=str(path), n_samples=n, frames=care_frame_count(n),
-                               text=f"t{i}", orig_sample_rate=SR, orig_channels=1))
-        sem.append(np.full(SEM_DIM, 0.5, dtype=np.float32))  # learnable at once: it leaves the common encoder be
-        ac.append(planted_targets(wav))
-    shard, sha256 = write_shard(cache, tag, 0, items, sem, ac)
-    WorkerIndex(cache, tag).append(ChunkRecord(chunk=0, shard=shard, items=items, sha256=sha256))
-    atomic.write_json(cache / f"done-{tag}.json", {"done": True})
-    merge_index(cache)
-    return cache
+        sem = np.full(SEM_DIM, 0.5, dtype=np.float32)  # learnable at once: it leaves the common encoder be
+        utts.append((f"u{i:03d}", wav, f"t{i}", sem, planted_targets(wav)))
+    return write_cache(root, utts, SR // HOP)
 
 
 @pytest.fixture(scope="module")

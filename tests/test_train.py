@@ -53,40 +53,51 @@ REF_STEPS = 12
 margin up to 12 absorbs a test process that a busy machine schedules late."""
 
 
+def write_cache(root: Path, utts, acoustic_rate_hz: float = SAMPLE_RATE // care_hop()) -> Path:
+    """``root/audio`` (one wav per utterance) + a merged one-worker target cache in ``root/cache``.
+
+    ``utts`` holds ``(id, wav, text, semantic (D,), acoustic (T50, F))`` per utterance; the cache is
+    written with the target writer's own functions, and ``run.json`` records the rates as
+    ``care-pretrain targets`` does (``acoustic_rate_hz`` other than 50 makes a mismatched cache).
+    """
+    import soundfile as sf
+
+    audio, cache = root / "audio", root / "cache"
+    audio.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = worker_tag(0, 1)
+    atomic.write_json(cache / RUN_FILE, {"world_size": 1, "semantic_dim": len(utts[0][3]),
+                                         "acoustic_dim": utts[0][4].shape[1],
+                                         "sample_rate": SAMPLE_RATE, "acoustic_rate_hz": acoustic_rate_hz})
+    items = []
+    for utt_id, wav, text, _, _ in utts:
+        path = audio / f"{utt_id}.wav"
+        sf.write(path, wav, SAMPLE_RATE, subtype="FLOAT")
+        items.append(ShardItem(id=utt_id, path=str(path), n_samples=len(wav), frames=care_frame_count(len(wav)),
+                               text=text, orig_sample_rate=SAMPLE_RATE, orig_channels=1))
+    shard, sha256 = write_shard(cache, tag, 0, items, [u[3] for u in utts], [u[4] for u in utts])
+    WorkerIndex(cache, tag).append(ChunkRecord(chunk=0, shard=shard, items=items, sha256=sha256))
+    atomic.write_json(cache / f"done-{tag}.json", {"done": True})
+    merge_index(cache)
+    return cache
+
+
 def make_cache(root: Path, n_utts: int = 12, seed: int = 0, min_s: float = 0.35, max_s: float = 0.9,
                acoustic_rate_hz: float = SAMPLE_RATE // care_hop()) -> Path:
     """Audio files + a merged target cache: semantic (n, 6) and acoustic (T50, 5) per utterance.
 
     Acoustic targets are a deterministic function of the frame index and utterance so that a
-    misaligned crop gives a measurable difference. ``run.json`` records the rates as
-    ``care-pretrain targets`` does (``acoustic_rate_hz`` other than 50 makes a mismatched cache).
+    misaligned crop gives a measurable difference.
     """
-    import soundfile as sf
-
     rng = np.random.default_rng(seed)
-    audio, cache = root / "audio", root / "cache"
-    audio.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    tag = worker_tag(0, 1)
-    atomic.write_json(cache / RUN_FILE, {"world_size": 1, "semantic_dim": SEM_DIM, "acoustic_dim": AC_DIM,
-                                         "sample_rate": SAMPLE_RATE, "acoustic_rate_hz": acoustic_rate_hz})
-    items, sem, ac = [], [], []
+    utts = []
     for i in range(n_utts):
         n = int(rng.uniform(min_s, max_s) * SR)
         wav = (0.1 * rng.standard_normal(n)).astype(np.float32)
-        path = audio / f"utt{i:03d}.wav"
-        sf.write(path, wav, SR, subtype="FLOAT")
-        frames = care_frame_count(n)
-        items.append(ShardItem(id=f"utt{i:03d}", path=str(path), n_samples=n, frames=frames, text=f"text {i}",
-                               orig_sample_rate=SR, orig_channels=1))
-        sem.append(rng.standard_normal(SEM_DIM).astype(np.float32))
-        t = np.arange(frames, dtype=np.float32)[:, None]
-        ac.append((np.sin(t / 7.0 + np.arange(AC_DIM)) + i).astype(np.float32))
-    shard, sha256 = write_shard(cache, tag, 0, items, sem, ac)
-    WorkerIndex(cache, tag).append(ChunkRecord(chunk=0, shard=shard, items=items, sha256=sha256))
-    atomic.write_json(cache / f"done-{tag}.json", {"done": True})
-    merge_index(cache)
-    return cache
+        sem = rng.standard_normal(SEM_DIM).astype(np.float32)
+        t = np.arange(care_frame_count(n), dtype=np.float32)[:, None]
+        utts.append((f"utt{i:03d}", wav, f"text {i}", sem, (np.sin(t / 7.0 + np.arange(AC_DIM)) + i).astype(np.float32)))
+    return write_cache(root, utts, acoustic_rate_hz)
 
 
 def tiny_args(cache: Path, out: Path, **extra) -> list:
