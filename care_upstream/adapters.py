@@ -72,14 +72,13 @@ class SemanticEncoder(nn.Module):
         whatever its length (an utterance of 1 to kernel-1 frames still gets one text frame).
         """
         b, t, _ = x.shape
-        if t < self.kernel:  # zero frames beyond the utterance, like batch padding
-            x = nn.functional.pad(x, (0, 0, 0, self.kernel - t))
+        width = max(t, self.kernel)  # a shorter input gets zero frames beyond it, like batch padding
         outputs = []
         if frame_lengths is not None:
-            valid_t = frame_mask(frame_lengths, x.shape[1])[..., None].to(x.dtype)
+            valid_t = frame_mask(frame_lengths, width)[..., None].to(x.dtype)
             down_len = self.down_lengths(frame_lengths)
             keep_len = torch.minimum(self.up_lengths(down_len), frame_lengths)
-            n_down = (x.shape[1] - self.kernel) // self.stride + 1
+            n_down = (width - self.kernel) // self.stride + 1
             valid_down = frame_mask(down_len, n_down)
             # Additive (B, 1, 1, L) mask for the text layers' SDPA: 0 keep, very negative pad.
             additive = torch.zeros(b, 1, 1, n_down, dtype=x.dtype, device=x.device)
@@ -87,7 +86,9 @@ class SemanticEncoder(nn.Module):
             valid_down = valid_down[:, None, :].to(x.dtype)
             valid_keep = frame_mask(keep_len, t)[..., None].to(x.dtype)
         for down, layer, up in zip(self.down, self.layers, self.up):
-            h = x * valid_t if frame_lengths is not None else x
+            h = nn.functional.pad(x, (0, 0, 0, width - t)) if width > t else x
+            if frame_lengths is not None:
+                h = h * valid_t
             h = down(h.transpose(1, 2)).transpose(1, 2)
             h = layer(h, additive if frame_lengths is not None else None)
             h = h.transpose(1, 2)
@@ -102,6 +103,4 @@ class SemanticEncoder(nn.Module):
                 h = h * valid_keep
             outputs.append(h)
             x = h
-            if t < self.kernel:
-                x = nn.functional.pad(x, (0, 0, 0, self.kernel - t))
         return outputs
