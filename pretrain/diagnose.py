@@ -133,11 +133,11 @@ def load_model(path: str):
         from pretrain.train import CheckpointError, load_checkpoint
 
         try:
-            load_checkpoint(p)
+            ckpt = load_checkpoint(p)
         except CheckpointError:
             pass  # not a trainer checkpoint: CARE.from_pretrained reads {"config", "model"} files
         else:
-            return model_from_checkpoint(p)[0]
+            return model_from_checkpoint(p, ckpt)[0]
     from care_upstream.model import CARE
 
     try:

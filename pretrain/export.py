@@ -37,10 +37,12 @@ def resolve_checkpoint(run: Path, which: str) -> Path:
     return path
 
 
-def model_from_checkpoint(path: Path):
+def model_from_checkpoint(path: Path, ckpt: Optional[dict] = None):
+    """The eval-mode CARE of a trainer checkpoint and the checkpoint (``ckpt``: already loaded from ``path``)."""
     from care_upstream.model import build_care
 
-    ckpt = load_checkpoint(path)
+    if ckpt is None:
+        ckpt = load_checkpoint(path)
     try:
         model = build_care(ckpt["model_config"], ckpt["model"], source=str(path))
     except (KeyError, TypeError, ValueError) as e:
