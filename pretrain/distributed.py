@@ -76,6 +76,15 @@ def first_host(nodelist: str) -> str:
     return host
 
 
+def master_addr(env: Mapping[str, str]) -> str:
+    """Rank 0's host: ``MASTER_ADDR``, else the first host of Slurm's node list, else ''."""
+    addr = env.get("MASTER_ADDR", "")
+    if addr:
+        return addr
+    nodelist = next((env[k] for k in NODELIST_VARS if env.get(k)), "")
+    return first_host(nodelist) if nodelist else ""
+
+
 def from_environ(env: Optional[Mapping[str, str]] = None) -> Optional[DistEnv]:
     """The job this process belongs to, or None when it runs alone.
 
@@ -104,13 +113,10 @@ def from_environ(env: Optional[Mapping[str, str]] = None) -> Optional[DistEnv]:
     local_rank = _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0
     if not 0 <= rank < world:
         raise LaunchError(f"SLURM_PROCID={rank} is outside SLURM_NTASKS={world}")
-    addr = env.get("MASTER_ADDR", "")
+    addr = master_addr(env)
     if not addr:
-        nodelist = next((env[k] for k in NODELIST_VARS if env.get(k)), "")
-        if not nodelist:
-            raise LaunchError(f"a {world}-task Slurm step needs MASTER_ADDR or one of {', '.join(NODELIST_VARS)} "
-                              f"to find rank 0's host")
-        addr = first_host(nodelist)
+        raise LaunchError(f"a {world}-task Slurm step needs MASTER_ADDR or one of {', '.join(NODELIST_VARS)} "
+                          f"to find rank 0's host")
     if "MASTER_PORT" in env:
         port = _int(env, "MASTER_PORT")
     elif "SLURM_JOB_ID" in env:
@@ -167,10 +173,8 @@ def main(argv: Optional[list] = None) -> int:
     if argv != ["master-addr"]:
         print("usage: python -m pretrain.distributed master-addr", file=sys.stderr)
         return 2
-    addr = os.environ.get("MASTER_ADDR", "")
-    nodelist = next((os.environ[k] for k in NODELIST_VARS if os.environ.get(k)), "")
     try:
-        print(addr or (first_host(nodelist) if nodelist else "localhost"))
+        print(master_addr(os.environ) or "localhost")
     except LaunchError as e:
         print(f"pretrain.distributed: error: {e}", file=sys.stderr)
         return 2
