@@ -304,7 +304,10 @@ class EmotionClassifier(torch.nn.Module):
         if pinfo.n_outputs != spec.n_outputs or pinfo.input_dim != finfo.output_dim:
             raise ClassifierError(f"{ckpt_path}: probe is {pinfo.input_dim} -> {pinfo.n_outputs} but the rebuilt "
                                   f"upstream gives {finfo.output_dim} dims and task {task} has {spec.n_outputs} outputs")
-        audio = AudioRules(max_seconds=datarc.get("max_seconds", 30), min_seconds=datarc.get("min_seconds", 1),
+        from downstream_tasks.audio import AudioConfig
+
+        crop_pad = AudioConfig.from_datarc(datarc)
+        audio = AudioRules(max_seconds=crop_pad.max_seconds, min_seconds=crop_pad.min_seconds,
                            batch_size=int(datarc.get("eval_batch_size", datarc.get("batch_size", 32))))
         training = {"runner": config.get("runner", {}), "optimizer": config.get("optimizer", {}),
                     "datarc": datarc, "modelrc": modelrc, "seed": getattr(args, "seed", None),

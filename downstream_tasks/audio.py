@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -23,6 +23,13 @@ class AudioConfig:
     sample_rate: int = SAMPLE_RATE
     max_seconds: Optional[float] = 30.0
     min_seconds: Optional[float] = 1.0
+
+    @classmethod
+    def from_datarc(cls, datarc: Mapping[str, Any]) -> "AudioConfig":
+        """A task config's crop/pad settings (``max_seconds``, ``min_seconds``), these defaults where absent:
+        the one reading of them for the expert, the sweep's cache and an exported classifier."""
+        return cls(max_seconds=datarc.get("max_seconds", cls.max_seconds),
+                   min_seconds=datarc.get("min_seconds", cls.min_seconds))
 
 
 def load_audio(path, cfg: AudioConfig = AudioConfig(), start: Optional[float] = None,

@@ -121,8 +121,7 @@ class DownstreamExpert(nn.Module):
         self.fold = self.datarc.get("test_fold") or kwargs.get("downstream_variant") or "fold1"
         self.seed = int(self.datarc.get("seed", 0))
         self.init_ckpt = kwargs.get("init_ckpt")
-        audio = AudioConfig(max_seconds=self.datarc.get("max_seconds", 30),
-                            min_seconds=self.datarc.get("min_seconds", 1))
+        audio = AudioConfig.from_datarc(self.datarc)
         self.datasets = build_datasets(self.datarc["manifest_dir"], self.spec, self.fold, audio)
         print(f"[Expert] - {self.task} {self.fold}: " + ", ".join(
             f"{s} {len(d)}" for s, d in self.datasets.items()), file=sys.stderr)

@@ -315,9 +315,10 @@ def pick_reference(ref: Optional[str], texts: Sequence[str], specs: Sequence[Ups
     raise ConfigError(f"--reference {ref!r} is not one of --upstreams ({', '.join(texts)})")
 
 
-def check_task_config(task: str, overrides: Sequence[str], out: Path) -> None:
+def check_task_config(task: str, overrides: Sequence[str], out: Path) -> Dict[str, Any]:
     """Parse the task's config with the sweep's overrides once, before anything runs, so a typo or a
-    config that can never select a model is one sentence, not one failure per cell."""
+    config that can never select a model is one sentence, not one failure per cell. Returns the parsed
+    config: what every cell of the task trains with, `-o` overrides included."""
     from sweep.fast_probe import parse_stock_args, stock_argv
 
     tmp = out / "_check" / task
@@ -337,6 +338,7 @@ def check_task_config(task: str, overrides: Sequence[str], out: Path) -> None:
         raise ConfigError(f"task {task}: config.runner.total_steps={runner['total_steps']} is below "
                           f"config.runner.eval_step={runner['eval_step']}, so no dev evaluation would pick a model; "
                           "lower eval_step or raise total_steps")
+    return config
 
 
 # -------------------------------------------------------------------------------- worker jobs
@@ -606,6 +608,7 @@ def _write_plan(plan: Plan, refused: Dict[str, str]) -> None:
 
 def plan_sweep(cfg: SweepConfig) -> Plan:
     """Step 1: check the input, list the cells, and make a job of every cell not finished yet."""
+    from downstream_tasks.audio import AudioConfig
     from downstream_tasks.protocol import get_task
 
     sys.path.insert(0, str(PROJECT_ROOT))
@@ -623,8 +626,7 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
     cache_root = Path(cfg.cache).resolve() if cfg.cache else out / "cache"
     if any(s.hub == "wavlm" for s in specs):
         _log("note: s3prl's `wavlm` is WavLM Base+; the paper's Table II column is WavLM-base (`wavlm_base`)")
-    for t in cfg.tasks:
-        check_task_config(t, cfg.overrides, out)
+    parsed = {t: check_task_config(t, cfg.overrides, out) for t in cfg.tasks}
     path, reason = choose_path(cfg)
     if reason:
         _log(f"stock runner for every cell: {reason}")
@@ -634,7 +636,7 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
     kinds = {t: get_task(t).kind for t in cfg.tasks}
     devices = cfg.devices or default_devices(cfg.jobs)
     tconfs = {t: task_config(t) for t in cfg.tasks}
-    datarcs = {t: tconfs[t]["config"]["downstream_expert"]["datarc"] for t in cfg.tasks}
+    audio = {t: AudioConfig.from_datarc(parsed[t]["downstream_expert"]["datarc"]) for t in cfg.tasks}
     mdirs = {t: manifest_dir(t, cfg) for t in cfg.tasks}
     mpaths = {t: mdirs[t] / "manifest.csv" if mdirs[t].is_dir() else mdirs[t] for t in cfg.tasks}
     mtimes = {t: os.stat(p).st_mtime_ns if p.exists() else 0 for t, p in mpaths.items()}
@@ -652,12 +654,11 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
             except ValueError as e:
                 why = f"unreadable results ({e})"
             _log(f"re-running {cell.name}: {why}")
-        datarc = datarcs[cell.task]
         todo.append(CellJob(
             cell=cell, task_kind=kinds[cell.task], out=str(out), path=path, stock_reason=reason, config=conf,
             config_hash=digest, overrides=cell_overrides(cell, cfg), device=devices[len(todo) % len(devices)],
             cache_root=str(cache_root), manifest_dir=str(mdirs[cell.task]), manifest_mtime=mtimes[cell.task],
-            max_seconds=datarc.get("max_seconds", 30), min_seconds=datarc.get("min_seconds", 1),
+            max_seconds=audio[cell.task].max_seconds, min_seconds=audio[cell.task].min_seconds,
             normalize=cfg.featurizer_normalize, trainable=cfg.upstream_trainable))
     return Plan(out=out, cache_root=cache_root, specs=specs, reference=reference, cells=cells, todo=todo, path=path,
                 reason=reason, kinds=kinds, devices=devices, folds=folds)

@@ -178,3 +178,17 @@ def test_a_cell_failing_on_its_config_says_fix_not_rerun(demo_cafe, tmp_path, ca
     assert "failed on their configuration" in err and "rerun the same command" not in err
     [cell] = _cells(tmp_path / "runs").values()
     assert cell["status"] == "failed" and cell["error_kind"] == "config"
+
+
+def test_overrides_reach_the_cache_crop(demo_cafe, tmp_path):
+    """`-o ...datarc.max_seconds=...` changes what the stock runner crops, so the fast path's cache must
+    crop the same: the plan takes the task config as the cells parse it, overrides included."""
+    from sweep.runner import plan_sweep
+
+    common = dict(tasks=["emotion_cafe"], upstreams=["fbank"], seeds=1, folds=["fold1"], data=str(demo_cafe / "data"),
+                  devices=["cpu"], plots=False, table=False)
+    default = plan_sweep(SweepConfig(out=str(tmp_path / "a"), overrides=STEPS, **common))
+    assert {(j.max_seconds, j.min_seconds) for j in default.todo} == {(30, 1)}
+    cropped = plan_sweep(SweepConfig(out=str(tmp_path / "b"), **common, overrides=[
+        *STEPS, "config.downstream_expert.datarc.max_seconds=0.5", "config.downstream_expert.datarc.min_seconds=0.25"]))
+    assert {(j.max_seconds, j.min_seconds) for j in cropped.todo} == {(0.5, 0.25)}
